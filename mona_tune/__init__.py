@@ -1,0 +1,3 @@
+"""mona-tune: hyperparameter search for MoNA two-stage cross-modal fine-tuning."""
+
+__version__ = "0.1.0"
