@@ -40,7 +40,9 @@ def _add_data(sub) -> None:
     make.add_argument("task", choices=["darcy"])
     make.add_argument("--out", type=Path, required=True)
     make.add_argument("--format", dest="fmt", choices=["fno", "pdebench"], default="fno")
-    make.add_argument("--n-train", type=int, default=1000)
+    make.add_argument("--n-train", type=int, default=None,
+                      help="training samples (default: 1000 for fno, 900 for pdebench, whose "
+                           "test part must be the first 10%% of the file)")
     make.add_argument("--n-test", type=int, default=100)
     make.add_argument("--resolution", type=int, default=None,
                       help="grid points per side (default: 421 for fno, 128 for pdebench)")

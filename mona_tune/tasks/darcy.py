@@ -1,0 +1,241 @@
+"""The Darcy flow tasks: ``darcy`` (NAS-Bench-360 / FNO files) and ``pdebench-darcy``.
+
+Both read real files through :mod:`mona_tune.tasks.readers`. Without ``data_dir`` a small dataset is
+generated once in the same file format into the user cache and read by the very same code path.
+
+Input: the coefficient a, normalised per grid point, plus two channels of grid coordinates
+(x along axis 0, y along axis 1), ``(N, 3, r, r)``. Target: u in physical units, ``(N, 1, r, r)``.
+The model predicts u normalised per grid point; ``TaskData.decode`` undoes that (FNO's
+``UnitGaussianNormalizer``, fitted on the training samples only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mona_tune.cache import cache_dir, config_key
+from mona_tune.errors import MonaError
+from mona_tune.tasks import Task, TaskData, register
+from mona_tune.tasks import readers
+from mona_tune.tasks.generate import fno_filename, make_dataset, pdebench_filename, pdebench_n_test
+
+# Embedded defaults (data_dir unset): small enough to generate in a few seconds.
+EMBEDDED_SEED = 0  # fixed: every trial of a search sees the same data, whatever its training seed
+EMBEDDED_DARCY = {"n_train": 200, "n_test": 50, "resolution": 85}
+EMBEDDED_PDEBENCH = {"n_total": 250, "resolution": 64}
+# Real-file defaults (the benchmark protocols).
+DARCY_N_TRAIN, DARCY_N_TEST, DARCY_RESOLUTION = 1000, 100, 85
+PDEBENCH_RESOLUTION = 64  # ORCA's setting: the 128-cell files reduced with step 2
+DATA_VERSION = 1  # bump when generated data change, so that old cache entries are not reused
+
+
+# ---------------------------------------------------------------- normalisation and metrics
+class UnitGaussianNormalizer:
+    """Per-grid-point mean/std over the samples (axis 0), as FNO's; ``eps`` keeps std = 0 safe."""
+
+    def __init__(self, x: Tensor, eps: float = 1e-5):
+        self.mean = x.mean(0)
+        self.std = x.std(0)
+        self.eps = eps
+        self._moved: dict = {}
+
+    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, std + eps) on the device and in the dtype of ``like``, moved once."""
+        key = (like.device, like.dtype)
+        if key not in self._moved:
+            self._moved[key] = (self.mean.to(like), (self.std + self.eps).to(like))
+        return self._moved[key]
+
+    def encode(self, x: Tensor) -> Tensor:
+        mean, scale = self._stats(x)
+        return (x - mean) / scale
+
+    def decode(self, x: Tensor) -> Tensor:
+        mean, scale = self._stats(x)
+        return x * scale + mean
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_moved": {}}  # device copies stay behind
+
+
+def rel_l2_per_sample(pred: Tensor, target: Tensor) -> Tensor:
+    """‖pred − u‖₂ / ‖u‖₂ per sample (FNO's LpLoss without the batch mean)."""
+    diff = (pred - target).flatten(1).norm(dim=1)
+    return diff / target.flatten(1).norm(dim=1)
+
+
+def rel_l2_loss(pred: Tensor, target: Tensor) -> Tensor:
+    return rel_l2_per_sample(pred, target).mean()
+
+
+def nrmse_per_sample(pred: Tensor, target: Tensor) -> Tensor:
+    """PDEBench's nRMSE: per channel RMS(pred − u) / RMS(u) over space, averaged over channels."""
+    err = (pred - target).flatten(2).pow(2).mean(2).sqrt()
+    nrm = target.flatten(2).pow(2).mean(2).sqrt()
+    return (err / nrm).mean(1)
+
+
+def nrmse_loss(pred: Tensor, target: Tensor) -> Tensor:
+    return nrmse_per_sample(pred, target).mean()
+
+
+# ---------------------------------------------------------------- assembling TaskData
+def _inputs(a: Tensor, normalizer: UnitGaussianNormalizer, gx: np.ndarray,
+            gy: np.ndarray) -> Tensor:
+    n, r, _ = a.shape
+    xs = torch.as_tensor(gx, dtype=torch.float32).view(1, 1, r, 1).expand(n, 1, r, r)
+    ys = torch.as_tensor(gy, dtype=torch.float32).view(1, 1, 1, r).expand(n, 1, r, r)
+    return torch.cat([normalizer.encode(a).unsqueeze(1), xs, ys], dim=1).contiguous()
+
+
+def build_task_data(a_train: np.ndarray, u_train: np.ndarray, a_test: np.ndarray,
+                    u_test: np.ndarray, gx: np.ndarray, gy: np.ndarray, val_fraction: float,
+                    info: dict, where: str) -> TaskData:
+    """Split off the last ``val_fraction`` of training samples, fit normalisers on the rest."""
+    n = a_train.shape[0]
+    n_val = max(1, int(round(n * val_fraction)))
+    n_fit = n - n_val
+    if n_fit < 2:
+        raise MonaError(f"{where}: {n} training samples leave {n_fit} after the validation split "
+                        f"(val_fraction={val_fraction}); the normalisers need at least 2")
+    a_tr, u_tr = torch.from_numpy(a_train), torch.from_numpy(u_train)
+    a_normalizer = UnitGaussianNormalizer(a_tr[:n_fit])
+    u_normalizer = UnitGaussianNormalizer(u_tr[:n_fit])
+    x_all = _inputs(a_tr, a_normalizer, gx, gy)
+    y_all = u_tr.unsqueeze(1).contiguous()
+    x_test = _inputs(torch.from_numpy(a_test), a_normalizer, gx, gy)
+    y_test = torch.from_numpy(u_test).unsqueeze(1).contiguous()
+    info = {**info, "n_train": n_fit, "n_val": n_val, "n_test": int(a_test.shape[0]),
+            "resolution": int(a_train.shape[-1])}
+    return TaskData(x_train=x_all[:n_fit], y_train=y_all[:n_fit], x_val=x_all[n_fit:],
+                    y_val=y_all[n_fit:], x_test=x_test, y_test=y_test,
+                    decode=u_normalizer.decode, info=info)
+
+
+# ---------------------------------------------------------------- embedded data
+@contextlib.contextmanager
+def _cache_lock(name: str):
+    """An exclusive lock on the cache entry, so concurrent trials generate it once."""
+    path = cache_dir("data") / f"{name}.lock"
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks: atomic renames still keep files whole
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def embedded_dir(params: dict, expected: list[str]) -> Path:
+    """The cache directory of generated data ``params``; generated there unless complete.
+
+    Every file is written aside and renamed into place, so a file present is a whole file; an
+    interrupted generation leaves some files missing and is redone.
+    """
+    key = config_key({**params, "version": DATA_VERSION})
+    with _cache_lock(key):
+        out = cache_dir("data", key)
+        if not all((out / name).is_file() for name in expected):
+            gen = {k: v for k, v in params.items() if k != "task"}
+            make_dataset(out=out, workers=1, progress=False, seed=EMBEDDED_SEED, **gen)
+        return out
+
+
+def _embedded_darcy(n_train: int, n_test: int, resolution: int) -> Path:
+    params = {"task": "darcy", "fmt": "fno", "n_train": n_train, "n_test": n_test,
+              "resolution": resolution}
+    expected = [fno_filename(resolution, n_train, 1), fno_filename(resolution, n_test, 2)]
+    return embedded_dir(params, expected)
+
+
+def _embedded_pdebench(n_train: int | None, n_test: int | None, resolution: int,
+                       beta: float) -> Path:
+    """Smallest PDEBench-layout file holding ≥ n_train training and ≥ n_test test samples."""
+    total = EMBEDDED_PDEBENCH["n_total"]
+    if n_train is not None or n_test is not None:
+        want_train = n_train or total - pdebench_n_test(total)
+        want_test = n_test or pdebench_n_test(total)
+        total = want_train + want_test
+        while pdebench_n_test(total) < want_test or total - pdebench_n_test(total) < want_train:
+            total += 1
+    n_te = pdebench_n_test(total)
+    params = {"task": "pdebench-darcy", "fmt": "pdebench", "n_train": total - n_te,
+              "n_test": n_te, "resolution": resolution, "beta": float(beta)}
+    return embedded_dir(params, [pdebench_filename(beta)])
+
+
+# ---------------------------------------------------------------- loaders
+def load_darcy(cfg) -> TaskData:
+    """NAS-Bench-360 Darcy: first n_train of smooth1, first n_test of smooth2, subsampled."""
+    target = cfg.resolution or DARCY_RESOLUTION
+    if cfg.data_dir is None:
+        n_train = cfg.n_train or EMBEDDED_DARCY["n_train"]
+        n_test = cfg.n_test or EMBEDDED_DARCY["n_test"]
+        data_dir = _embedded_darcy(n_train, n_test, cfg.resolution or EMBEDDED_DARCY["resolution"])
+        source = "embedded"
+    else:
+        n_train, n_test = cfg.n_train or DARCY_N_TRAIN, cfg.n_test or DARCY_N_TEST
+        data_dir = Path(cfg.data_dir).expanduser()
+        source = "files"
+    train_path, test_path = readers.fno_files(data_dir)
+    heads = [readers.fno_header(p) for p in (train_path, test_path)]
+    if heads[0].resolution != heads[1].resolution:
+        raise MonaError(f"{test_path}: grid {heads[1].resolution} differs from the training "
+                        f"file's {heads[0].resolution}")
+    step = readers.fno_step(heads[0].resolution, target, train_path)
+    a_train, u_train = readers.read_fno(train_path, n_train, step, "n_train")
+    a_test, u_test = readers.read_fno(test_path, n_test, step, "n_test")
+    grid = np.linspace(0.0, 1.0, target, dtype=np.float32)
+    info = {"data_source": source, "data_files": f"{train_path}, {test_path}",
+            "data_format": heads[0].version, "file_resolution": heads[0].resolution}
+    return build_task_data(a_train, u_train, a_test, u_test, grid, grid, cfg.val_fraction, info,
+                           str(train_path))
+
+
+def load_pdebench_darcy(cfg) -> TaskData:
+    """PDEBench 2D Darcy at β = cfg.beta: first 10% test, the rest training, reduced resolution."""
+    target = cfg.resolution or PDEBENCH_RESOLUTION
+    if cfg.data_dir is None:
+        data_dir = _embedded_pdebench(cfg.n_train, cfg.n_test, target, cfg.beta)
+        source = "embedded"
+    else:
+        data_dir = Path(cfg.data_dir).expanduser()
+        source = "files"
+    path = readers.pdebench_file(data_dir, cfg.beta)
+    head = readers.pdebench_header(path)
+    step = readers.pdebench_step(head.resolution, target, path)
+    d = readers.read_pdebench(path, cfg.n_train, cfg.n_test, step)
+    info = {"data_source": source, "data_files": str(path), "data_format": "pdebench",
+            "file_resolution": head.resolution,
+            "beta": float(f"{head.beta:.6g}") if head.beta is not None else cfg.beta}
+    return build_task_data(d["a_train"], d["u_train"], d["a_test"], d["u_test"], d["x"], d["y"],
+                           cfg.val_fraction, info, str(path))
+
+
+register(Task(
+    name="darcy",
+    description="NAS-Bench-360 Darcy flow (FNO piececonst files): a -> u at 85x85, relative L2",
+    in_channels=3, in_shape=(DARCY_RESOLUTION, DARCY_RESOLUTION), output="dense", out_channels=1,
+    metric="rel_l2", direction="min", loss=rel_l2_loss, metric_per_sample=rel_l2_per_sample,
+    load=load_darcy,
+))
+
+register(Task(
+    name="pdebench-darcy",
+    description="PDEBench 2D Darcy flow (beta from config): a -> u at 64x64, nRMSE",
+    in_channels=3, in_shape=(PDEBENCH_RESOLUTION, PDEBENCH_RESOLUTION), output="dense",
+    out_channels=1, metric="nrmse", direction="min", loss=nrmse_loss,
+    metric_per_sample=nrmse_per_sample, load=load_pdebench_darcy,
+))
+
+__all__ = ["UnitGaussianNormalizer", "build_task_data", "load_darcy", "load_pdebench_darcy",
+           "nrmse_per_sample", "rel_l2_per_sample"]

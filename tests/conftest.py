@@ -1,0 +1,95 @@
+"""Shared fixtures: a private cache, and small Darcy files in the real formats.
+
+The file writers use plain scipy/h5py, independently of ``mona_tune.tasks.generate``, so that the
+loaders are checked against the formats themselves and not against our own writer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MATLAB_73_HEADER = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
+                    b"HDF5 schema 1.00 .")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mona_cache(tmp_path_factory) -> Path:
+    """Point ``$MONA_TUNE_CACHE`` at a session directory: tests never touch the user's cache."""
+    path = tmp_path_factory.mktemp("mona-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MONA_TUNE_CACHE", str(path))
+        yield path
+
+
+def darcy_arrays(n: int, r: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Plausible (coeff, sol) of shape (n, r, r): two-valued a, u vanishing on the boundary.
+
+    Not solutions of the PDE; asymmetric in the two grid axes so that a transposed read shows.
+    """
+    rng = np.random.default_rng(seed)
+    a = np.where(rng.standard_normal((n, r, r)) >= 0, 12.0, 3.0)
+    x = np.linspace(0.0, 1.0, r)
+    bump = np.sin(np.pi * x)[:, None] * np.sin(np.pi * x)[None, :] * (1 + x[:, None])
+    u = bump[None] * (0.01 + 0.001 * rng.random((n, 1, 1))) + 1e-4 * x[None, :, None] * x[None]
+    u[:, 0, :] = u[:, -1, :] = u[:, :, 0] = u[:, :, -1] = 0.0
+    return a, u
+
+
+def write_mat_v5(path: Path, fields: dict[str, np.ndarray]) -> Path:
+    import scipy.io
+
+    scipy.io.savemat(str(path), fields, format="5")
+    return path
+
+
+def write_mat_v73(path: Path, fields: dict[str, np.ndarray]) -> Path:
+    """An HDF5 .mat as MATLAB -v7.3 writes it: 512-byte userblock header, axes reversed."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, arr in fields.items():
+            ds = f.create_dataset(name, data=np.ascontiguousarray(np.asarray(arr).T))
+            ds.attrs["MATLAB_class"] = np.bytes_("double")
+    with open(path, "r+b") as fh:
+        fh.write(MATLAB_73_HEADER.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02IM")
+    return path
+
+
+def write_pdebench(path: Path, nu: np.ndarray, u: np.ndarray, beta: float = 0.1,
+                   skip: tuple[str, ...] = ()) -> Path:
+    """PDEBench 2D Darcy layout: nu (N,R,R), tensor (N,1,R,R), cell-centre coordinates, beta."""
+    import h5py
+
+    r = nu.shape[-1]
+    xc = ((np.arange(r) + 0.5) / r).astype(np.float32)
+    data = {"nu": nu.astype(np.float32), "tensor": u.astype(np.float32)[:, None],
+            "x-coordinate": xc, "y-coordinate": xc}
+    with h5py.File(path, "w") as f:
+        for name, arr in data.items():
+            if name not in skip:
+                f.create_dataset(name, data=arr)
+        f.attrs["beta"] = np.float32(beta)
+    return path
+
+
+@pytest.fixture
+def fno_dir(tmp_path) -> Path:
+    """A directory with a v5 smooth1 (8 samples) and smooth2 (4 samples) pair at 85×85."""
+    d = tmp_path / "fno"
+    d.mkdir()
+    a, u = darcy_arrays(12, 85)
+    write_mat_v5(d / "piececonst_r85_N8_smooth1.mat", {"coeff": a[:8], "sol": u[:8]})
+    write_mat_v5(d / "piececonst_r85_N4_smooth2.mat", {"coeff": a[8:], "sol": u[8:]})
+    return d
+
+
+@pytest.fixture
+def pdebench_path(tmp_path) -> Path:
+    """A PDEBench-layout file of 20 samples at 32×32, β = 0.1 (first 2 = test)."""
+    d = tmp_path / "pdebench"
+    d.mkdir()
+    a, u = darcy_arrays(20, 32, seed=1)
+    return write_pdebench(d / "2D_DarcyFlow_beta0.1_Train.hdf5", np.where(a > 5, 1.0, 0.1), u)

@@ -1,0 +1,144 @@
+"""``mona-tune data make`` / ``data inspect`` through the real command line entry point."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from conftest import darcy_arrays, write_mat_v5, write_mat_v73, write_pdebench
+
+from mona_tune.cli import main
+
+
+def run_ok(capsys, *argv) -> str:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return out
+
+
+def run_fails(capsys, *argv, naming: str) -> str:
+    """Exit status 2 and one error line on stderr that names ``naming``; no traceback."""
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert rc == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mona-tune: error: "), err
+    assert naming in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_make_fno_then_inspect(tmp_path, capsys):
+    out_dir = tmp_path / "fno"
+    out = run_ok(capsys, "data", "make", "darcy", "--out", str(out_dir), "--n-train", "4",
+                 "--n-test", "2", "--resolution", "17", "--workers", "1", "--seed", "1")
+    train = out_dir / "piececonst_r17_N4_smooth1.mat"
+    test = out_dir / "piececonst_r17_N2_smooth2.mat"
+    assert out.split() == [str(train), str(test)]
+    assert set(out_dir.iterdir()) == {train, test}  # nothing else left behind
+    text = run_ok(capsys, "data", "inspect", str(out_dir))
+    assert "FNO MATLAB v5, 4 samples, grid 17x17" in text
+    assert "FNO MATLAB v5, 2 samples, grid 17x17" in text
+    assert "coeff" in text and "(4, 17, 17)" in text and "float64" in text
+    assert "min 3  max 12" in text
+
+
+def test_make_pdebench_then_inspect(tmp_path, capsys):
+    out = run_ok(capsys, "data", "make", "darcy", "--format", "pdebench", "--out", str(tmp_path),
+                 "--n-train", "18", "--n-test", "2", "--resolution", "16", "--beta", "1.0",
+                 "--workers", "2")
+    path = tmp_path / "2D_DarcyFlow_beta1.0_Train.hdf5"
+    assert out.strip() == str(path)
+    with h5py.File(path) as f:
+        assert f["tensor"].shape == (20, 1, 16, 16)
+    text = run_ok(capsys, "data", "inspect", str(path))
+    assert "PDEBench HDF5, 20 samples (first 2 = test, 18 train), grid 16x16, beta 1" in text
+    for name in ("nu", "tensor", "x-coordinate", "y-coordinate", "float32", "min 0.1  max 1"):
+        assert name in text
+
+
+def test_inspect_v73(tmp_path, capsys):
+    a, u = darcy_arrays(3, 9)
+    path = write_mat_v73(tmp_path / "piececonst_r9_N3_smooth1.mat", {"coeff": a, "sol": u})
+    text = run_ok(capsys, "data", "inspect", str(path))
+    assert "FNO MATLAB v7.3 (HDF5), 3 samples, grid 9x9, train file (smooth1)" in text
+    assert "shape (9, 9, 3)" in text and "MATLAB order (3, 9, 9)" in text
+
+
+@pytest.mark.parametrize("argv,naming", [
+    (["--format", "pdebench", "--n-train", "90", "--n-test", "11"], "--n-test"),
+    (["--n-train", "0"], "--n-train"),
+    (["--resolution", "2"], "--resolution"),
+    (["--workers", "0"], "--workers"),
+    (["--beta", "-1", "--format", "pdebench"], "--beta"),
+    (["--format", "netcdf"], "--format"),
+])
+def test_make_bad_arguments_write_nothing(tmp_path, capsys, argv, naming):
+    out_dir = tmp_path / "out"
+    run_fails(capsys, "data", "make", "darcy", "--out", str(out_dir), *argv, naming=naming)
+    assert not out_dir.exists()
+
+
+def test_make_out_is_a_file(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    run_fails(capsys, "data", "make", "darcy", "--out", str(target), "--n-train", "2",
+              "--n-test", "1", "--resolution", "9", naming=str(target))
+    assert target.read_text() == "x"
+
+
+def _write_bad(kind, d):
+    """One faulty file (or directory) per kind; returns the path to inspect."""
+    a, u = darcy_arrays(3, 9)
+    mat = d / "piececonst_r9_N3_smooth1.mat"
+    pde = d / "2D_DarcyFlow_beta0.1_Train.hdf5"
+    if kind == "missing file":
+        return d / "nothing-here.mat"
+    if kind == "empty directory":
+        return d
+    if kind == "neither format":
+        (d / "readme.txt").write_text("not data")
+        return d
+    if kind == "garbage":
+        mat.write_bytes(b"garbage " * 100)
+    elif kind == "tiny":
+        mat.write_bytes(b"MATLAB")
+    elif kind == "truncated v5":
+        write_mat_v5(mat, {"coeff": a, "sol": u})
+        mat.write_bytes(mat.read_bytes()[:700])
+    elif kind == "truncated v73":
+        write_mat_v73(mat, {"coeff": a, "sol": u})
+        mat.write_bytes(mat.read_bytes()[:1500])
+    elif kind == "missing field":
+        write_mat_v5(mat, {"coeff": a})
+    elif kind == "wrong shape":
+        write_mat_v5(mat, {"coeff": a[:, :, :4], "sol": u[:, :, :4]})
+    elif kind == "nan":
+        u[0, 3, 3] = np.nan
+        write_mat_v5(mat, {"coeff": a, "sol": u})
+    elif kind == "pdebench missing dataset":
+        write_pdebench(pde, a, u, skip=("x-coordinate",))
+        return pde
+    elif kind == "pdebench wrong shape":
+        write_pdebench(pde, a, u)
+        with h5py.File(pde, "r+") as f:
+            del f["nu"]
+            f["nu"] = a[:, :4].astype(np.float32)
+        return pde
+    elif kind == "unrelated hdf5":
+        with h5py.File(mat, "w") as f:
+            f["something"] = np.zeros(3)
+    else:
+        raise AssertionError(kind)
+    return mat
+
+
+BAD = ["missing file", "empty directory", "neither format", "garbage", "tiny", "truncated v5",
+       "truncated v73", "missing field", "wrong shape", "nan", "pdebench missing dataset",
+       "pdebench wrong shape", "unrelated hdf5"]
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_inspect_bad_input(tmp_path, capsys, kind):
+    path = _write_bad(kind, tmp_path)
+    run_fails(capsys, "data", "inspect", str(path), naming=str(path))
