@@ -40,7 +40,7 @@ class TrainConfig(BaseModel):
 
     # stage 2
     epochs: int = Field(5, ge=1, description="stage-2 (fine-tuning) epochs")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(4, ge=1, description="target batch of both stages (the paper's 4)")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(5e-3, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
@@ -63,6 +63,8 @@ class TrainConfig(BaseModel):
 
     # diagnostics and runtime
     probe_every: int = Field(0, ge=0, description="measure source_probe_error every k epochs (0: end)")
+    probe_samples: int = Field(400, ge=8, description="held-out source images of the linear probe "
+                               "(half fit, half scored; capped by what the source data holds)")
     seed: int = 0
     device: str = "auto"
     bf16: bool = False
@@ -86,3 +88,174 @@ class TrainConfig(BaseModel):
         if self.method in ("ft", "scratch") or self.init_embedder:
             return 0
         return self.warmup_epochs
+
+
+# ---------------------------------------------------------------- search
+# A search space file (``search_spaces/<task>.yaml``) is parsed into ``SearchSpace``; the command
+# line gives ``SearchConfig``. Neither imports Ray: ``mona_tune.search.space`` turns them into
+# Ray Tune domains, schedulers and searchers.
+
+DISTRIBUTIONS: tuple[str, ...] = (
+    "uniform", "quniform", "loguniform", "randint", "lograndint", "choice",
+)
+
+
+class Distribution(BaseModel):
+    """One searched field: ``{uniform: [low, high]}``, ``{loguniform: [low, high]}``,
+    ``{quniform: [low, high, q]}``, ``{randint: [low, high]}`` (integers, ``high`` excluded, as in
+    ``ray.tune.randint``), ``{lograndint: [low, high]}`` or ``{choice: [a, b, ...]}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["uniform", "quniform", "loguniform", "randint", "lograndint", "choice"]
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    values: list | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_mapping(cls, data):
+        """Accept the file's one-key form ``{kind: args}``."""
+        if not isinstance(data, dict) or "kind" in data:
+            return data
+        if len(data) != 1:
+            raise ValueError(
+                f"a distribution is one of {', '.join(DISTRIBUTIONS)} with its arguments, "
+                f"e.g. {{uniform: [0, 1]}}; got keys {sorted(map(str, data))}"
+            )
+        ((kind, args),) = data.items()
+        if kind not in DISTRIBUTIONS:
+            raise ValueError(f"unknown distribution {kind!r} (known: {', '.join(DISTRIBUTIONS)})")
+        if not isinstance(args, (list, tuple)):
+            raise ValueError(f"{kind} takes a list, e.g. {{{kind}: [low, high]}}; got {args!r}")
+        if kind == "choice":
+            return {"kind": kind, "values": list(args)}
+        want = 3 if kind == "quniform" else 2
+        if len(args) != want:
+            shape = "[low, high, q]" if want == 3 else "[low, high]"
+            raise ValueError(f"{kind} takes {shape}; got {list(args)!r}")
+        out = {"kind": kind, "low": args[0], "high": args[1]}
+        if want == 3:
+            out["q"] = args[2]
+        return out
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Distribution:
+        if self.kind == "choice":
+            if not self.values:
+                raise ValueError("choice needs at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.kind} needs low and high")
+        if not self.low < self.high:
+            raise ValueError(f"{self.kind}: low {self.low:g} must be below high {self.high:g}")
+        if self.kind in ("loguniform", "lograndint") and self.low <= 0:
+            raise ValueError(f"{self.kind}: bounds must be positive on a log scale; low is {self.low:g}")
+        if self.kind in ("randint", "lograndint") and not (
+            float(self.low).is_integer() and float(self.high).is_integer()
+        ):
+            raise ValueError(f"{self.kind}: bounds must be integers; got [{self.low:g}, {self.high:g}]")
+        if self.kind == "quniform" and not (self.q and self.q > 0):
+            raise ValueError("quniform: q must be positive")
+        return self
+
+    def extremes(self) -> list:
+        """The values at the edges of the distribution (checked against ``TrainConfig``)."""
+        if self.kind == "choice":
+            return list(self.values or [])
+        if self.kind in ("randint", "lograndint"):
+            return [int(self.low), int(self.high) - 1]
+        return [self.low, self.high]
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return f"choice{self.values}"
+        if self.kind in ("randint", "lograndint"):
+            return f"{self.kind}[{int(self.low)}, {int(self.high)})"
+        q = f", q={self.q:g}" if self.q else ""
+        return f"{self.kind}[{self.low:g}, {self.high:g}{q}]"
+
+
+class SearchBudget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_samples: int = Field(8, ge=1, description="trials to run")
+    max_concurrent: int = Field(2, ge=1, description="trials running at once")
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this")
+
+
+class SchedulerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1, description="stage-2 epochs before a trial can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+    max_t: int | None = Field(None, ge=1, description="stage-2 epochs; default: the epochs budget")
+
+
+class CheckpointSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_to_keep: int = Field(2, ge=1, description="best checkpoints kept per trial (+ the latest)")
+    every: int = Field(1, ge=1, description="checkpoint every k epochs (and always the last)")
+
+
+class SearchSpace(BaseModel):
+    """The parsed search space file: searched and fixed ``TrainConfig`` fields plus defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    searched: dict[str, Distribution] = Field(default_factory=dict)
+    fixed: dict[str, object] = Field(default_factory=dict)
+    budget: SearchBudget = Field(default_factory=SearchBudget)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_exist(self) -> SearchSpace:
+        known = TrainConfig.model_fields
+        for section, keys in (("searched", self.searched), ("fixed", self.fixed)):
+            for key in keys:
+                if key not in known:
+                    raise ValueError(f"{section}.{key}: not a TrainConfig field")
+        both = sorted(set(self.searched) & set(self.fixed))
+        if both:
+            raise ValueError(f"searched.{both[0]}: also fixed; a field is either searched or fixed")
+        return self
+
+    def max_stage2_epochs(self) -> int:
+        """The stage-2 epoch budget of the longest trial (ASHA's max_t)."""
+        if "epochs" in self.searched:
+            return max(int(v) for v in self.searched["epochs"].extremes())
+        return int(self.fixed.get("epochs", TrainConfig.model_fields["epochs"].default))
+
+
+class SearchConfig(BaseModel):
+    """How one search runs: the command-line choices around a ``SearchSpace``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = "darcy"
+    space_file: str
+    name: str
+    storage: str = Field(description="Ray Tune storage path or URI (absolute)")
+    tracking_uri: str
+    search: Literal["optuna", "random"] = "optuna"
+    seed: int = 0
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    time_budget_s: float | None = Field(None, gt=0)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_failures: int = Field(1, ge=-1, description="retries of a failing trial (-1: forever)")
+    address: str | None = None
+    dashboard: bool = False
+    dashboard_port: int = Field(8265, ge=1, le=65535)
+    reuse_actors: bool = True
+    register_model: bool = True
+    verbose: int = Field(1, ge=0, le=3)

@@ -1,0 +1,49 @@
+"""ft, emb, orca, mona, scratch on the embedded Darcy task: test metric and source_probe_error.
+
+Same budget and seeds for every method (``mona-tune compare``); prints the table (mean ± std over
+seeds) and, as its last line, the means. Curves and raw runs go to ``benchmarks/out/methods``.
+
+    python benchmarks/methods_table.py [--seeds 3] [--epochs 5] [--warmup-epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mona_tune.config import TrainConfig
+from mona_tune.train.compare import compare, markdown_table, write_outputs
+
+METHODS = ["ft", "emb", "orca", "mona", "scratch"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="darcy")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--warmup-epochs", type=int, default=None)
+    ap.add_argument("--num-threads", type=int, default=None, help="torch threads per run")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "methods")
+    args = ap.parse_args()
+    values = {"task": args.task}
+    if args.epochs is not None:
+        values["epochs"] = args.epochs
+    if args.warmup_epochs is not None:
+        values["warmup_epochs"] = args.warmup_epochs
+    if args.num_threads is not None:
+        values["num_threads"] = args.num_threads
+    result = compare(TrainConfig(**values), METHODS, args.seeds,
+                     log=lambda line: print(line, file=sys.stderr, flush=True))
+    write_outputs(result, args.out)
+    print(markdown_table(result))
+    s, metric = result["summary"], result["metric"]
+    tests = ", ".join(f"{m} {s[m][f'test_{metric}'][0]:.4f}" for m in METHODS)
+    probes = ", ".join(f"{m} {s[m]['source_probe_error'][0]:.3f}" for m in METHODS)
+    print(f"test {metric}: {tests} | source_probe_error: {probes} "
+          f"(pretrained {s['pretrained']['source_probe_error'][0]:.3f}; {args.seeds} seeds)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""The source side: the pretrained source model and the labelled source data.
+
+Source model
+    ``source_model=None`` (the default) is the *embedded* source model: a small timm Swin trained
+    once on scikit-learn's handwritten digits and cached under ``cache_dir("source", key)``, the key
+    being a hash of its architecture, recipe and data, so every later run and trial reuses it. A
+    timm name gives that model with timm's pretrained weights, or with a local ``weights`` file.
+
+Source data (``source_data``)
+    ``digits`` (default): scikit-learn's 1797 8×8 digits, split once (fixed permutation) into
+    pretraining (1097, trains the embedded model), alignment (300, stage-1 outer-loss batches) and
+    probe (400, held out: the linear probe of ``source_probe_error``) parts.
+    ``cifar10:DIR``: the CIFAR-10 python-pickle directory (``data_batch_1..5``, ``test_batch``),
+    never downloaded. Pretraining = the 50000 training images; the 10000 test images, permuted
+    once, give alignment (first 1000) and probe (the next ``probe_samples``) parts.
+
+Images are kept as uint8 ``(N, 3, h, w)`` at their native resolution; :meth:`SourceModel.prepare`
+resizes them to the source model's input size and normalises them with its mean and std.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import pickle
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mona_tune.cache import atomic_path, cache_dir, config_key
+from mona_tune.errors import MonaError
+from mona_tune.models.encoder import DROP_PATH_RATE, SwinBody, create_timm_swin
+
+# ---------------------------------------------------------------- the embedded source model
+# Sized to train in about a minute on 2 CPU cores and reach ~97% on held-out digits.
+EMBEDDED_ARCH = dict(img_size=32, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2),
+                     num_heads=(3, 6), mlp_ratio=4.0)
+EMBEDDED_RECIPE = dict(epochs={"digits": 50, "cifar10": 8}, batch_size=64, lr=3e-3,
+                       weight_decay=0.05, shift=2, seed=0, version=1)
+EMBEDDED_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+DIGITS_SPLIT = (1097, 300, 400)  # pretraining, alignment, probe
+CIFAR_ALIGN = 1000
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """Labelled source images (uint8, ``(N, 3, h, w)``) in three disjoint parts."""
+
+    name: str
+    num_classes: int
+    x_pretrain: Tensor
+    y_pretrain: Tensor
+    x_align: Tensor
+    y_align: Tensor
+    x_probe: Tensor
+    y_probe: Tensor
+
+
+def load_source_data(spec: str | None, probe_samples: int = 400) -> SourceData:
+    """``digits`` (default) or ``cifar10:DIR``; see the module docstring for the splits."""
+    spec = spec or "digits"
+    if spec == "digits":
+        return _digits(probe_samples)
+    if spec.startswith("cifar10:"):
+        return _cifar10(Path(spec.removeprefix("cifar10:")).expanduser(), probe_samples)
+    raise MonaError(f"unknown source data {spec!r} (use 'digits' or 'cifar10:DIR')")
+
+
+def _digits(probe_samples: int) -> SourceData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None]
+    x = x.expand(-1, 3, -1, -1).contiguous()  # grey -> 3 channels
+    y = torch.from_numpy(d.target.astype(np.int64))
+    perm = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
+    a, b, _ = DIGITS_SPLIT
+    pre, ali, pro = perm[:a], perm[a:a + b], perm[a + b:][:probe_samples]
+    return SourceData("digits", 10, x[pre], y[pre], x[ali], y[ali], x[pro], y[pro])
+
+
+def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
+        raise MonaError(f"{path} is not a CIFAR-10 python pickle batch: {type(e).__name__}: {e}") \
+            from None
+    if len(data) != len(labels):
+        raise MonaError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return torch.from_numpy(data.copy()), torch.from_numpy(labels)
+
+
+def _cifar10(root: Path, probe_samples: int) -> SourceData:
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    if not root.is_dir():
+        raise MonaError(f"CIFAR-10 directory {root} not found (--source-data cifar10:DIR, the "
+                        "python-pickle version: data_batch_1..5, test_batch)")
+    missing = [n for n in names if not (root / n).is_file()]
+    if missing:
+        raise MonaError(f"CIFAR-10 directory {root} lacks {', '.join(missing)}")
+    parts = [_read_cifar_batch(root / n) for n in names[:5]]
+    x_pre = torch.cat([p[0] for p in parts])
+    y_pre = torch.cat([p[1] for p in parts])
+    x_test, y_test = _read_cifar_batch(root / "test_batch")
+    perm = torch.from_numpy(np.random.default_rng(0).permutation(len(y_test)))
+    n_align = min(CIFAR_ALIGN, len(perm) // 2)
+    ali, pro = perm[:n_align], perm[n_align:][:probe_samples]
+    if len(pro) < 4:
+        raise MonaError(f"CIFAR-10 test_batch in {root} has too few images for a probe")
+    return SourceData(f"cifar10:{root}", 10, x_pre, y_pre, x_test[ali], y_test[ali],
+                      x_test[pro], y_test[pro])
+
+
+# ---------------------------------------------------------------- the source model
+@dataclass
+class SourceModel:
+    """A frozen pretrained Swin and what is needed to feed it.
+
+    ``net.patch_embed`` is the frozen source embedder e_s; :meth:`body` copies the encoder f.
+    """
+
+    model_id: str
+    net: nn.Module
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    fresh_net: object = field(repr=False, default=None)  # () -> same architecture, random weights
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.net.eval()
+        self.net.requires_grad_(False)
+
+    @property
+    def patch_embed(self) -> nn.Module:
+        return self.net.patch_embed
+
+    @property
+    def img_size(self) -> int:
+        return int(self.net.patch_embed.img_size[0])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.net.patch_embed.patch_size[0])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.net.patch_embed.proj.out_channels)
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """uint8 (or [0, 1] float) images -> the normalised input of the source model."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if tuple(x.shape[-2:]) != (self.img_size, self.img_size):
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear",
+                              align_corners=False)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def body(self) -> SwinBody:
+        """A trainable copy of the pretrained encoder body (``layers`` + ``norm``)."""
+        body = SwinBody(copy.deepcopy(self.net.layers), copy.deepcopy(self.net.norm))
+        return body.requires_grad_(True).train()
+
+    def random_body(self) -> SwinBody:
+        """The same architecture randomly initialised (method ``scratch``), from torch's RNG."""
+        net = self.fresh_net()
+        return SwinBody(net.layers, net.norm).requires_grad_(True).train()
+
+
+def load_source_model(source_model: str | None, weights: str | None,
+                      data: SourceData) -> SourceModel:
+    """The embedded model (trained on ``data`` once, cached) or a timm Swin by name."""
+    if source_model is None:
+        return embedded_source_model(data)
+    net = create_timm_swin(source_model, weights)
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    model_id = source_model if weights is None else f"{source_model}@{Path(weights).name}"
+
+    def fresh():
+        import timm
+
+        return timm.create_model(source_model, pretrained=False, drop_path_rate=DROP_PATH_RATE)
+
+    return SourceModel(model_id, net, mean, std, fresh, {"weights": weights})
+
+
+def _embedded_net(num_classes: int) -> nn.Module:
+    from timm.models.swin_transformer import SwinTransformer
+
+    return SwinTransformer(**EMBEDDED_ARCH, num_classes=num_classes,
+                           drop_path_rate=DROP_PATH_RATE)
+
+
+def embedded_source_model(data: SourceData, progress: bool = True) -> SourceModel:
+    """The small Swin trained on ``data``'s pretraining part; trained once, then read from cache.
+
+    Concurrent processes (trials) serialise on a file lock: the first trains and writes the file
+    atomically, the others wait and read it.
+    """
+    kind = data.name.split(":")[0]
+    recipe = {**EMBEDDED_RECIPE, "epochs": EMBEDDED_RECIPE["epochs"][kind]}
+    key = config_key({"arch": EMBEDDED_ARCH, "recipe": recipe, "data": data.name,
+                      "n_pretrain": len(data.y_pretrain)})
+    folder = cache_dir("source", key)
+    weights, meta_file = folder / "model.pt", folder / "meta.json"
+    mean, std = EMBEDDED_MEAN_STD
+    model = SourceModel(f"embedded-swin-{key}", _embedded_net(data.num_classes), mean, std,
+                        lambda: _embedded_net(data.num_classes))
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (weights.is_file() and meta_file.is_file()):
+                net, info = _pretrain(model, data, recipe, progress, folder)
+                with atomic_path(weights) as tmp:
+                    torch.save(net.state_dict(), tmp)
+                with atomic_path(meta_file) as tmp:
+                    tmp.write_text(json.dumps({"arch": EMBEDDED_ARCH, "recipe": recipe,
+                                               "data": data.name, **info}, indent=1))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    model.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.net.eval().requires_grad_(False)
+    model.info = json.loads(meta_file.read_text())
+    return model
+
+
+def _pretrain(source: SourceModel, data: SourceData, recipe: dict, progress: bool,
+              folder: Path) -> tuple[nn.Module, dict]:
+    """Plain supervised training (AdamW, one-cycle schedule, random shifts of ±2 pixels)."""
+    t0 = time.perf_counter()
+    if progress:
+        print(f"training the embedded source model on {data.name} (once; cached in {folder})",
+              file=sys.stderr, flush=True)
+    gen = torch.Generator().manual_seed(recipe["seed"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe["seed"])
+        net = _embedded_net(data.num_classes)
+        x_all, y_all = data.x_pretrain, data.y_pretrain
+        bs, n = recipe["batch_size"], len(y_all)
+        steps_per_epoch = max(1, n // bs)
+        opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"],
+                                weight_decay=recipe["weight_decay"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=recipe["lr"], total_steps=recipe["epochs"] * steps_per_epoch,
+            pct_start=0.1)
+        s = recipe["shift"]
+        net.train()
+        for epoch in range(recipe["epochs"]):
+            order = torch.randperm(n, generator=gen)
+            for i in range(steps_per_epoch):
+                idx = order[i * bs:(i + 1) * bs]
+                x = source.prepare(x_all[idx])
+                dx, dy = torch.randint(-s, s + 1, (2,), generator=gen).tolist()
+                x = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+                loss = F.cross_entropy(net(x), y_all[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            if progress and (epoch + 1) % 10 == 0:
+                print(f"  source epoch {epoch + 1}/{recipe['epochs']} loss {loss.item():.3f}",
+                      file=sys.stderr, flush=True)
+        net.eval()
+        with torch.no_grad():
+            logits = torch.cat([net(source.prepare(x)) for x in data.x_probe.split(256)])
+        acc = (logits.argmax(1) == data.y_probe).float().mean().item()
+    seconds = time.perf_counter() - t0
+    if progress:
+        print(f"embedded source model: held-out accuracy {acc:.3f} ({seconds:.0f} s)",
+              file=sys.stderr, flush=True)
+    return net, {"heldout_accuracy": acc, "train_seconds": seconds}

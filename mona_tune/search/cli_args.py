@@ -1,0 +1,267 @@
+"""Flags and handlers of ``mona-tune search``, ``mona-tune best`` and ``mona-tune ui``.
+
+Precedence for the budget and the scheduler: a flag, else the space file's ``budget`` /
+``scheduler`` sections, else the defaults of ``SearchBudget`` / ``SchedulerSpec``. Everything a user
+can get wrong (the space file, a flag, an unknown search name) is checked before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import yaml
+
+from mona_tune.errors import MonaError
+
+# TrainConfig fields with their own flag (the rest through --set KEY=VALUE)
+_FIELD_FLAGS = {
+    "source_model": "timm model name of the source encoder, "
+                    "e.g. swin_base_patch4_window7_224.ms_in22k",
+    "weights": "local checkpoint / safetensors file for --source-model (offline clusters)",
+    "source_data": "'digits' (default) or 'cifar10:DIR'",
+    "data_dir": "directory with the task's real data files (default: generated embedded data)",
+    "device": "cpu, cuda, auto (default: auto)",
+}
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Hyperparameter search over MoNA training runs with Ray Tune (Optuna TPE or "
+                     "random sampling, ASHA or FIFO scheduling); every trial tracked in MLflow.")
+    p.add_argument("--task", default="darcy", help="task to search (default: darcy)")
+    p.add_argument("--space", default=None,
+                   help="search space: a YAML file or a packaged space name (darcy, darcy-paper, "
+                        "pdebench-darcy); default: the task's packaged space")
+    p.add_argument("--name", default=None,
+                   help="search name = Tune experiment directory under --storage and MLflow parent "
+                        "run name (default: <task>-<date>-<time>)")
+    p.add_argument("--storage", default=None,
+                   help="Tune storage: a path (default ./runs) or URI (s3://, gs://, file://)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted search --name (its settings are reused)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                        "sqlite:///<cwd>/mlflow.db)")
+    g = p.add_argument_group("search")
+    g.add_argument("--search", choices=["optuna", "random"], default="optuna",
+                   help="sampler: Optuna TPE (default) or seeded random sampling")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    g.add_argument("--num-samples", type=int, default=None, help="trials (default: space file, 8)")
+    g.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials running at once (default: space file, 2)")
+    g.add_argument("--time-budget", type=float, default=None, dest="time_budget_s",
+                   help="seconds after which no new trial starts and running ones stop")
+    g = p.add_argument_group("scheduler")
+    g.add_argument("--scheduler", choices=["asha", "fifo"], default=None,
+                   help="ASHA early stopping on stage-2 epochs (default) or FIFO (no stopping)")
+    g.add_argument("--grace-period", type=int, default=None,
+                   help="stage-2 epochs before ASHA may stop a trial (default: space file, 1)")
+    g.add_argument("--reduction-factor", type=float, default=None,
+                   help="ASHA keeps 1/reduction_factor of the trials at each rung (default 2)")
+    g.add_argument("--max-t", type=int, default=None,
+                   help="ASHA's max_t in stage-2 epochs (default: the stage-2 epoch budget)")
+    g = p.add_argument_group("resources and fault tolerance")
+    g.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="CPUs per trial, also its torch threads (default 1)")
+    g.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="GPUs per trial; fractions pack trials on one GPU (default 0)")
+    g.add_argument("--max-failures", type=int, default=2,
+                   help="retries of a failing trial from its latest checkpoint (default 2)")
+    g.add_argument("--checkpoint-keep", type=int, default=None,
+                   help="best checkpoints kept per trial, plus the latest (default: space file, 2)")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--dashboard", action="store_true",
+                   help="start the Ray dashboard on 127.0.0.1 and print how to open it")
+    g.add_argument("--dashboard-port", type=int, default=8265)
+    g = p.add_argument_group("fixed training fields (override the space file)")
+    for fld, text in _FIELD_FLAGS.items():
+        g.add_argument("--" + fld.replace("_", "-"), dest=f"fix_{fld}", default=None, help=text,
+                       metavar=fld.split("_")[-1].upper())
+    g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix any TrainConfig field, e.g. --set epochs=10 (repeatable; YAML values)")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not register the best embedder in the MLflow model registry")
+    p.add_argument("--quiet", action="store_true", help="no live trial table")
+    p.set_defaults(func=run_search_command)
+
+
+def add_best_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "The best trials of a search (or of all searches of a task), read from MLflow."
+    p.add_argument("--name", default=None, help="search name (default: all searches of --task)")
+    p.add_argument("--task", default=None, help="task (default: darcy when --name is not given)")
+    p.add_argument("--top", type=int, default=5, help="trials to list (default 5)")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="write the best trial's embedder and its config to DIR "
+                        "(then: mona-tune train --init-embedder DIR)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                        "sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    p.set_defaults(func=run_best_command)
+
+
+def add_ui_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Serve the MLflow UI on the tracking store, bound to 127.0.0.1 by default."
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1; anything else exposes the store)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="tracking store (default: $MLFLOW_TRACKING_URI or "
+                        "sqlite:///<cwd>/mlflow.db)")
+    p.set_defaults(func=run_ui_command)
+
+
+# ---------------------------------------------------------------- search
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _parse_sets(items: list[str]) -> dict:
+    from mona_tune.config import TrainConfig
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise MonaError(f"--set {item}: expected KEY=VALUE")
+        if key not in TrainConfig.model_fields:
+            raise MonaError(f"--set {item}: {key} is not a TrainConfig field")
+        try:
+            out[key] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def _extra_fixed(args) -> dict:
+    fixed = _parse_sets(args.sets)
+    for fld in _FIELD_FLAGS:
+        v = getattr(args, f"fix_{fld}", None)
+        if v is not None:
+            fixed[fld] = v
+    return fixed
+
+
+def _validate_fixed(param_fixed: dict, where: str) -> None:
+    from pydantic import ValidationError
+
+    from mona_tune.config import TrainConfig
+
+    try:
+        TrainConfig(**param_fixed)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = ".".join(str(x) for x in e["loc"]) or "config"
+        raise MonaError(f"{where}: {key}: {e['msg'].removeprefix('Value error, ')}") from None
+
+
+def build_search(args):
+    """Flags (+ the space file) -> (SearchConfig, SearchSpace, param_space, space_yaml, resume)."""
+    from mona_tune.config import CheckpointSpec, SchedulerSpec, SearchConfig, SearchSpace
+    from mona_tune.search import driver
+    from mona_tune.search.space import dump_space, load_space, resolve_space_path, to_param_space
+    from mona_tune.tasks import get_task
+    from mona_tune.tracking.mlflow_runs import default_tracking_uri, normalize_tracking_uri
+
+    storage = driver.storage_path(args.storage)
+    if args.resume:
+        if not args.name:
+            raise MonaError("--resume needs --name NAME (the search to continue)")
+        exp = driver._join(storage, args.name)
+        meta = driver.read_meta(exp)
+        if meta is None:
+            raise MonaError(f"--resume: no search {args.name!r} under {storage} "
+                            f"({driver.META_FILE} not found in {exp})")
+        scfg = SearchConfig.model_validate({**meta["search_config"], "storage": storage})
+        if args.address:
+            scfg.address = args.address
+        scfg.dashboard = args.dashboard or scfg.dashboard
+        space = SearchSpace.model_validate(yaml.safe_load(meta["space_yaml"]))
+        param_space = to_param_space(space, scfg.task, meta.get("param_space_fixed", {}))
+        return scfg, space, param_space, meta["space_yaml"], True
+
+    task = get_task(args.task)  # unknown task -> MonaError
+    space_path = resolve_space_path(args.space, task.name)
+    space = load_space(space_path, task.name)
+    extra = _extra_fixed(args)
+    param_space = to_param_space(space, task.name, extra)
+    fixed = {k: v for k, v in param_space.items() if k not in space.searched}
+    _validate_fixed(fixed, "fixed fields (space file + flags)")
+
+    for flag, value in (("--num-samples", args.num_samples),
+                        ("--max-concurrent", args.max_concurrent),
+                        ("--grace-period", args.grace_period), ("--max-t", args.max_t),
+                        ("--checkpoint-keep", args.checkpoint_keep)):
+        if value is not None and value < 1:
+            raise MonaError(f"{flag} {value}: must be at least 1")
+    if args.reduction_factor is not None and args.reduction_factor <= 1:
+        raise MonaError(f"--reduction-factor {args.reduction_factor}: must be above 1")
+    if args.cpus_per_trial <= 0:
+        raise MonaError(f"--cpus-per-trial {args.cpus_per_trial}: must be positive")
+    if args.gpus_per_trial < 0:
+        raise MonaError(f"--gpus-per-trial {args.gpus_per_trial}: must not be negative")
+
+    sched = space.scheduler.model_dump()
+    for key in ("grace_period", "reduction_factor", "max_t"):
+        if getattr(args, key) is not None:
+            sched[key] = getattr(args, key)
+    if args.scheduler is not None:
+        sched["kind"] = args.scheduler
+    scheduler = SchedulerSpec.model_validate(sched)
+    if scheduler.max_t is not None and scheduler.grace_period > scheduler.max_t:
+        raise MonaError(f"--grace-period {scheduler.grace_period}: above max_t {scheduler.max_t}")
+    ckpt = space.checkpoint.model_dump()
+    if args.checkpoint_keep is not None:
+        ckpt["num_to_keep"] = args.checkpoint_keep
+
+    name = args.name or f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not _NAME_RE.match(name):
+        raise MonaError(f"--name {name!r}: use letters, digits, '.', '_' and '-' "
+                        "(it names a directory and an MLflow run)")
+    exp = driver._join(storage, name)
+    if driver._exists(exp):
+        raise MonaError(f"--name {name}: {exp} already exists; add --resume to continue it or "
+                        "choose another name")
+    tracking_uri = normalize_tracking_uri(args.tracking_uri) if args.tracking_uri \
+        else default_tracking_uri()
+    budget = space.budget
+    scfg = SearchConfig(
+        task=task.name, space_file=str(space_path), name=name, storage=storage,
+        tracking_uri=tracking_uri, search=args.search, seed=args.seed,
+        num_samples=args.num_samples or budget.num_samples,
+        max_concurrent=args.max_concurrent or budget.max_concurrent,
+        time_budget_s=args.time_budget_s or budget.time_budget_s,
+        scheduler=scheduler, checkpoint=CheckpointSpec.model_validate(ckpt),
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures, address=args.address, dashboard=args.dashboard,
+        dashboard_port=args.dashboard_port, register_model=not args.no_register,
+        verbose=0 if args.quiet else 1,
+    )
+    if extra:
+        space = space.model_copy(update={"fixed": {**space.fixed, **extra}})
+    return scfg, space, param_space, dump_space(space), False
+
+
+def run_search_command(args) -> int:
+    from mona_tune.search.driver import run_search
+
+    scfg, space, param_space, space_yaml, resume = build_search(args)
+    outcome = run_search(scfg, space, param_space, resume=resume, space_yaml=space_yaml)
+    return 0 if outcome.best_trial_id is not None else 1
+
+
+# ---------------------------------------------------------------- best, ui
+def run_best_command(args) -> int:
+    from mona_tune.tracking.best import best_command
+
+    return best_command(name=args.name, task=args.task, top=args.top, export=args.export,
+                        tracking_uri=args.tracking_uri, as_json=args.json)
+
+
+def run_ui_command(args) -> int:
+    from mona_tune.tracking.ui import serve_ui
+
+    return serve_ui(host=args.host, port=args.port, tracking_uri=args.tracking_uri)

@@ -1,0 +1,678 @@
+"""The search driver: a Ray Tune ``Tuner`` over the trial function, tracked in MLflow.
+
+One search = one Tune experiment ``<storage>/<name>`` + one MLflow parent run. The pieces:
+- searcher: Optuna TPE (``OptunaSearch``, seeded) behind ``ConcurrencyLimiter``, or seeded random
+  sampling (``BasicVariantGenerator``);
+- scheduler: ASHA on ``stage2_epoch`` (max_t = the stage-2 epoch budget), or FIFO;
+- resources per trial (``cpus_per_trial``, fractional ``gpus_per_trial`` pack trials on a GPU),
+  actors reused across trials so each worker process loads data and the source model once;
+- checkpoints: each epoch's report carries the trainer's checkpoint, the best ``num_to_keep`` (by
+  the validation metric) and the latest are kept; a failing trial restarts from its latest one
+  (``max_failures``);
+- resume: ``Tuner.restore(resume_unfinished=True, resume_errored=True)``; Tune restores the
+  searcher's state (the Optuna study) from the experiment directory. ``mona_search.json`` in that
+  directory holds what the driver itself needs (parent run, tracking store, settings);
+- the end: outcome tags on the child runs, the best trial's embedder registered with alias
+  ``best``, a PNG of every trial's validation curve, a printed summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mona_tune.config import SearchConfig, SearchSpace
+from mona_tune.errors import MonaError
+from mona_tune.search.trial import TrialSettings, run_trial
+from mona_tune.tracking import mlflow_runs as mr
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "mona_search.json"
+CURVES_FILE = "curves.png"
+
+
+@dataclass
+class SearchOutcome:
+    """What a finished search returns (and prints)."""
+
+    name: str
+    experiment_path: str
+    parent_run_id: str
+    metric: str
+    mode: str
+    best_trial_id: str | None = None
+    best_run_id: str | None = None
+    best_config: dict = field(default_factory=dict)
+    best_metrics: dict = field(default_factory=dict)
+    outcomes: dict = field(default_factory=dict)  # trial id -> completed / stopped_early / failed
+    model_version: str | None = None
+    curves_png: str | None = None
+    timings: dict = field(default_factory=dict)
+    searcher: str | None = None
+    searcher_trials: int | None = None  # trials in the Optuna study at the end
+
+
+# ---------------------------------------------------------------- storage helpers
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def storage_path(storage: str | None) -> str:
+    """Absolute local path or a URI (``s3://``, ``gs://``, ``file://``)."""
+    if storage is None:
+        storage = "runs"
+    if _is_uri(storage):
+        return storage
+    return str(Path(storage).expanduser().resolve())
+
+
+def _fs(path: str):
+    import pyarrow.fs
+
+    if _is_uri(path):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), path
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def read_meta(experiment_path: str) -> dict | None:
+    fs, p = _fs(_join(experiment_path, META_FILE))
+    try:
+        with fs.open_input_stream(p) as f:
+            return json.loads(f.read().decode())
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def write_meta(experiment_path: str, meta: dict) -> None:
+    fs, p = _fs(_join(experiment_path, META_FILE))
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(json.dumps(meta, indent=2, default=str).encode())
+
+
+def _exists(path: str) -> bool:
+    import pyarrow.fs
+
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
+
+
+def _put_file(local: Path, target: str) -> None:
+    fs, p = _fs(target)
+    with fs.open_output_stream(p) as f:
+        f.write(Path(local).read_bytes())
+
+
+# ---------------------------------------------------------------- Ray
+def start_ray(address: str | None, *, dashboard: bool,
+              dashboard_port: int) -> tuple[bool, str | None]:
+    """Join ``address`` (or ``$RAY_ADDRESS``) or start a local Ray. Returns (started here,
+    dashboard URL). A Ray already initialised in this process is used as it is."""
+    import ray
+
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        url = getattr(ctx, "dashboard_url", None)
+        return False, url
+    address = address or os.environ.get("RAY_ADDRESS")
+    common = dict(log_to_driver=True, logging_level=logging.WARNING)
+    if address:
+        info = ray.init(address=address, **common)
+    else:
+        info = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                        dashboard_port=dashboard_port, **common)
+    url = getattr(info, "dashboard_url", None) or None
+    if url and not url.startswith("http"):
+        url = "http://" + url
+    return True, url
+
+
+def dashboard_help(url: str | None) -> str:
+    """How to open the dashboard and, with token authentication, where the token is kept (the
+    token itself is never printed or logged)."""
+    if not url:
+        return "Ray dashboard: not running (install ray[default]; or the cluster has none)"
+    lines = [f"Ray dashboard: {url}"]
+    mode = os.environ.get("RAY_AUTH_MODE", "")
+    token_on = mode.lower() == "token"
+    if not mode:
+        try:
+            from ray._private.authentication import authentication_utils as au
+
+            token_on = bool(au.is_token_auth_enabled())
+        except Exception:  # older Ray: no token authentication
+            token_on = False
+    if token_on:
+        where = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+        if os.environ.get("RAY_AUTH_TOKEN"):
+            where = "$RAY_AUTH_TOKEN"
+        lines.append(
+            "  token authentication is on: the page asks for the cluster token; print it with "
+            f"`ray get-auth-token` (it is kept in {where}); for HTTP clients send "
+            "`Authorization: Bearer $(ray get-auth-token)`")
+    return "\n".join(lines)
+
+
+def _warn_multinode(scfg: SearchConfig, say) -> None:
+    """A SQLite store and a local storage path are only visible on this machine."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) <= 1:
+        return
+    if mr.is_sqlite(scfg.tracking_uri):
+        say(f"warning: {len(alive)} Ray nodes but a SQLite tracking store ({scfg.tracking_uri}); "
+            "trials on other nodes need --tracking-uri http://<mlflow server> (cluster/README.md)")
+    if not _is_uri(scfg.storage):
+        say(f"warning: {len(alive)} Ray nodes; --storage {scfg.storage} must be a shared "
+            "filesystem or a URI (s3://, gs://) for checkpoints and --resume")
+
+
+# ---------------------------------------------------------------- caches
+def _prepare_remote(cfg_values: dict) -> dict:
+    """Runs in a Ray worker with a trial's resources: generate the data and build the source model
+    into the disk caches once, before trials race for them."""
+    from mona_tune.search.warmup import warm_caches
+
+    return warm_caches(cfg_values)
+
+
+def warm_caches(cfg_values: dict, cpus: float, gpus: float) -> dict:
+    """Generating data and training the embedded source model happen once, before any trial, in
+    a task that may use several cores (trials are limited to ``cpus_per_trial`` threads)."""
+    import ray
+
+    total = float(ray.available_resources().get("CPU", cpus) or cpus)
+    cpus = max(cpus, min(total, 8.0))
+    cfg_values = {**cfg_values, "num_threads": cfg_values.get("num_threads") or int(cpus)}
+    fn = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_prepare_remote)
+    try:
+        return ray.get(fn.remote(cfg_values))
+    except ray.exceptions.RayTaskError as e:
+        cause = e.as_instanceof_cause()
+        if isinstance(cause, MonaError) or type(cause).__name__.startswith("MonaError"):
+            raise MonaError(str(cause.args[0] if cause.args else cause)) from None
+        raise
+
+
+# ---------------------------------------------------------------- the Tuner
+def _searcher(scfg: SearchConfig, metric: str, mode: str):
+    if scfg.search == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(max_concurrent=scfg.max_concurrent, random_state=scfg.seed)
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    # TPE needs a few random trials before it models anything; the default (10) would leave an
+    # 8-trial search entirely random.
+    startup = max(2, min(10, scfg.num_samples // 3))
+    sampler = optuna.samplers.TPESampler(seed=scfg.seed, n_startup_trials=startup)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return ConcurrencyLimiter(OptunaSearch(metric=metric, mode=mode, sampler=sampler),
+                              max_concurrent=scfg.max_concurrent)
+
+
+def _scheduler(scfg: SearchConfig, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if scfg.scheduler.kind == "fifo":
+        return FIFOScheduler()
+    grace = min(scfg.scheduler.grace_period, max_t)
+    return ASHAScheduler(time_attr="stage2_epoch", max_t=max_t, grace_period=grace,
+                         reduction_factor=scfg.scheduler.reduction_factor)
+
+
+def _reporter(metric: str, mode: str, searched: list[str], total: int):
+    from ray.tune import CLIReporter
+
+    cols = {"stage": "stage", "stage2_epoch": "ep2", "train_loss": "loss", metric: metric}
+    return CLIReporter(metric_columns=cols, parameter_columns=searched, total_samples=total,
+                       max_report_frequency=15, sort_by_metric=True,
+                       max_progress_rows=40, max_column_length=16)
+
+
+def _trainable(settings: TrialSettings, cpus: float, gpus: float):
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(run_trial, settings=settings),
+                               resources={"cpu": cpus, "gpu": gpus})
+
+
+def trial_dirname(trial) -> str:
+    """``trial_<id>``: Tune's default repeats every fixed field in each directory name."""
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(scfg: SearchConfig, param_space: dict, settings: TrialSettings, *, max_t: int,
+                metric: str, mode: str, searched: list[str]):
+    from ray import tune
+
+    tune_config = tune.TuneConfig(
+        metric=metric, mode=mode,
+        search_alg=_searcher(scfg, metric, mode),
+        scheduler=_scheduler(scfg, max_t),
+        num_samples=scfg.num_samples,
+        reuse_actors=scfg.reuse_actors,
+        time_budget_s=scfg.time_budget_s,
+        trial_dirname_creator=trial_dirname,
+    )
+    run_config = tune.RunConfig(
+        name=scfg.name,
+        storage_path=scfg.storage,
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=scfg.checkpoint.num_to_keep,
+            checkpoint_score_attribute=metric,
+            checkpoint_score_order=mode,
+        ),
+        failure_config=tune.FailureConfig(max_failures=scfg.max_failures),
+        progress_reporter=_reporter(metric, mode, searched, scfg.num_samples),
+        verbose=scfg.verbose,
+    )
+    return tune.Tuner(_trainable(settings, scfg.cpus_per_trial, scfg.gpus_per_trial),
+                      param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def restore_tuner(experiment_path: str, settings: TrialSettings, scfg: SearchConfig):
+    from ray import tune
+
+    return tune.Tuner.restore(experiment_path,
+                              trainable=_trainable(settings, scfg.cpus_per_trial,
+                                                   scfg.gpus_per_trial),
+                              resume_unfinished=True, resume_errored=True)
+
+
+def _base_searcher(tuner):
+    """The innermost searcher of a Tuner (OptunaSearch under its ConcurrencyLimiter)."""
+    try:
+        alg = tuner._local_tuner._tune_config.search_alg
+    except AttributeError:
+        return None
+    while hasattr(alg, "searcher"):
+        alg = alg.searcher
+    return alg
+
+
+def _searcher_trials(tuner) -> int | None:
+    """Trials the Optuna study holds (after a resume: those before the interruption too)."""
+    study = getattr(_base_searcher(tuner), "_ot_study", None)
+    try:
+        return len(study.trials) if study is not None else None
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------- after the search
+def _trial_rows(results) -> list[dict]:
+    """One row per trial: id, config, last metrics, error, the per-epoch dataframe."""
+    rows = []
+    for r in results:
+        m = dict(r.metrics or {})
+        trial_id = m.get("trial_id")
+        if not trial_id and r.path:
+            trial_id = _trial_id_from_path(r.path)
+        try:
+            df = r.metrics_dataframe
+        except Exception:
+            df = None
+        rows.append({"trial_id": trial_id, "config": dict(r.config or {}), "metrics": m,
+                     "error": r.error, "df": df, "path": r.path})
+    return rows
+
+
+def _trial_id_from_path(path: str) -> str | None:
+    try:
+        for line in Path(path, "result.json").read_text().splitlines()[-1:]:
+            return json.loads(line).get("trial_id")
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _outcome(row: dict, test_key: str, max_t: int) -> tuple[str, str]:
+    m = row["metrics"]
+    if row["error"] is not None:
+        text = str(row["error"]).strip().splitlines()
+        return "failed", (text[-1] if text else "error")[:500]
+    if m.get("diverged"):
+        return "failed", str(m.get("error", "training diverged"))[:500]
+    if test_key in m:
+        return "completed", f"completed {int(m.get('stage2_epoch', 0))} stage-2 epochs"
+    ep = int(m.get("stage2_epoch", 0) or 0)
+    epochs = int(row["config"].get("epochs", max_t) or max_t)
+    return "stopped_early", f"stopped at stage-2 epoch {ep} of {epochs}"
+
+
+def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, rows: list[dict],
+                   test_key: str, max_t: int) -> dict[str, tuple[str, str, str | None]]:
+    """Tag every child run with its trial's outcome.
+
+    Returns trial id -> (outcome, detail, run id)."""
+    by_trial = {r.data.tags.get(mr.TAG_TRIAL_ID): r for r in
+                mr.child_runs(tracking_uri, experiment_id, parent_run_id)}
+    out = {}
+    for row in rows:
+        outcome, detail = _outcome(row, test_key, max_t)
+        run = by_trial.pop(row["trial_id"], None)
+        run_id = run.info.run_id if run is not None else None
+        out[row["trial_id"]] = (outcome, detail, run_id)
+        if run is None:
+            continue
+        tags = {mr.TAG_OUTCOME: outcome, mr.TAG_OUTCOME_DETAIL: detail,
+                "mona.last_stage2_epoch": int(row["metrics"].get("stage2_epoch", 0) or 0)}
+        mr.set_tags(tracking_uri, run_id, tags)
+        status = "FAILED" if outcome == "failed" else "FINISHED"
+        if run.info.status != status:
+            mr.end_run(tracking_uri, run_id, status)
+    for trial_id, run in by_trial.items():
+        # A trial started after Tune's last experiment snapshot of an interrupted driver: the
+        # resumed search does not know it and samples it again under another id (the searcher's
+        # state is restored from the same snapshot). Its run is deleted (restorable) so that the
+        # store holds one run per trial of the search.
+        mr.set_tags(tracking_uri, run.info.run_id, {
+            mr.TAG_OUTCOME: "lost",
+            mr.TAG_OUTCOME_DETAIL: "started before the driver was interrupted, after Tune's last "
+                                   "snapshot; re-run as another trial of the resumed search"})
+        if run.info.status == "RUNNING":
+            mr.end_run(tracking_uri, run.info.run_id, "KILLED")
+        mr.retrying(mr.get_client(tracking_uri).delete_run, run.info.run_id)
+        logger.info("deleted run %s of lost trial %s", run.info.run_id, trial_id)
+    return out
+
+
+def plot_curves(rows: list[dict], metric: str, outcomes: dict, best_trial: str | None,
+                path: Path, title: str) -> Path:
+    """All trials' validation curves; stage-1 epochs at x <= 0, early-stopped trials end in ×,
+    failed ones in a red ×, the best trial drawn thick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    any_positive = False
+    for row in rows:
+        df = row["df"]
+        if df is None or metric not in getattr(df, "columns", []) or df.empty:
+            continue
+        df = df.dropna(subset=[metric])
+        if df.empty:
+            continue
+        if "global_epoch" in df.columns and "stage" in df.columns:
+            is2 = df["stage"] == 2
+            s1 = int(df.loc[is2, "global_epoch"].min() - 1) if is2.any() \
+                else int(df["global_epoch"].max())
+            x = df["global_epoch"].astype(float) - s1
+        else:
+            x = df["stage2_epoch"].astype(float)
+        y = df[metric].astype(float)
+        any_positive = any_positive or bool((y > 0).all())
+        outcome = outcomes.get(row["trial_id"], ("?",))[0]
+        best = row["trial_id"] == best_trial
+        label = row["trial_id"] + (" (best)" if best else "")
+        lw, alpha, z = (2.6, 1.0, 3) if best else (1.1, 0.75, 2)
+        s2 = (x > 0).to_numpy()
+        line, = ax.plot(x[s2], y[s2], "-o", ms=2.5, lw=lw, alpha=alpha, label=label, zorder=z)
+        if (~s2).any():  # stage 1, dashed, joined to the first stage-2 epoch
+            k = int(s2.argmax()) + 1 if s2.any() else len(x)
+            ax.plot(x.iloc[:k], y.iloc[:k], "--o", ms=2.0, lw=lw * 0.8, alpha=alpha * 0.8,
+                    color=line.get_color(), zorder=z)
+        if outcome == "stopped_early":
+            ax.plot(x.iloc[-1], y.iloc[-1], "x", ms=9, mew=2, color=line.get_color(), zorder=4)
+        elif outcome == "failed":
+            ax.plot(x.iloc[-1], y.iloc[-1], "x", ms=10, mew=2.5, color="red", zorder=4)
+    ax.axvline(0.5, color="0.6", lw=0.8, ls="--")
+    ax.set_xlabel("stage-2 epoch (stage-1 epochs at ≤ 0)")
+    ax.set_ylabel(metric)
+    if any_positive:
+        ax.set_yscale("log")
+    ax.set_title(title + "   (dashed: stage 1; × early-stopped; red ×: failed)", fontsize=9)
+    ax.grid(alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    if handles and len(handles) <= 16:
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _ui_command(tracking_uri: str) -> str:
+    if mr.is_sqlite(tracking_uri):
+        return f"mona-tune ui --tracking-uri {shlex.quote(tracking_uri)}"
+    return f"open {tracking_uri} (the tracking server's own UI)"
+
+
+# ---------------------------------------------------------------- the search
+def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, resume: bool,
+               space_yaml: str, out=None) -> SearchOutcome:
+    """Run (or resume) a search; prints progress and a summary; returns the outcome."""
+    from mona_tune.tasks import get_task
+
+    timings: dict[str, float] = {}
+    t_start = time.time()
+    task = get_task(scfg.task)
+    metric, mode = f"val_{task.metric}", task.direction
+    test_key = f"test_{task.metric}"
+    exp_path = _join(scfg.storage, scfg.name)
+    searched = sorted(space.searched)
+    max_t = scfg.scheduler.max_t or space.max_stage2_epochs()
+
+    def say(text: str = "") -> None:
+        print(text, file=out or sys.stdout, flush=True)
+
+    # -- the MLflow parent run
+    meta = read_meta(exp_path) if resume else None
+    t0 = time.time()
+    experiment_id = mr.ensure_experiment(scfg.tracking_uri, scfg.task)
+    if meta is not None:
+        parent_run_id = meta["parent_run_id"]
+        mr.reopen_run(scfg.tracking_uri, parent_run_id)
+    else:
+        params = {"task": scfg.task, "search": scfg.search, "scheduler": scfg.scheduler.kind,
+                  "grace_period": scfg.scheduler.grace_period,
+                  "reduction_factor": scfg.scheduler.reduction_factor, "max_t": max_t,
+                  "seed": scfg.seed, "num_samples": scfg.num_samples,
+                  "max_concurrent": scfg.max_concurrent, "cpus_per_trial": scfg.cpus_per_trial,
+                  "gpus_per_trial": scfg.gpus_per_trial, "max_failures": scfg.max_failures,
+                  "space_file": scfg.space_file, "searched": ",".join(searched),
+                  "storage": exp_path, "metric": metric, "mode": mode}
+        params.update({f"fixed.{k}": v for k, v in param_space.items() if k not in searched})
+        parent_run_id = mr.start_parent_run(scfg.tracking_uri, experiment_id, name=scfg.name,
+                                            task=scfg.task, params=params, space_yaml=space_yaml)
+    timings["mlflow_setup_s"] = time.time() - t0
+
+    settings = TrialSettings(
+        tracking_uri=scfg.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,
+        search_name=scfg.name, task=scfg.task, metric=task.metric, mode=mode,
+        cpus_per_trial=scfg.cpus_per_trial, gpus_per_trial=scfg.gpus_per_trial,
+        checkpoint_every=scfg.checkpoint.every, searched=tuple(searched),
+    )
+    if meta is None:
+        write_meta(exp_path, {"search_config": scfg.model_dump(mode="json"),
+                              "space_yaml": space_yaml, "param_space_fixed": {
+                                  k: v for k, v in param_space.items() if k not in searched},
+                              "parent_run_id": parent_run_id, "experiment_id": experiment_id,
+                              "settings": asdict(settings), "created": time.time()})
+
+    say(f"search {scfg.name}: task {scfg.task}, {scfg.num_samples} trials "
+        f"({scfg.max_concurrent} at a time), {scfg.search} search, {scfg.scheduler.kind} "
+        f"scheduler (max_t {max_t} stage-2 epochs), metric {metric} ({mode})")
+    say(f"  space {scfg.space_file}; searched: "
+        + ", ".join(f"{k} ~ {space.searched[k].describe()}" for k in searched))
+    say(f"  storage {exp_path}; MLflow {scfg.tracking_uri} (parent run {parent_run_id})")
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # CLIReporter's live table
+    # every epoch checkpoints; Tune then snapshots its state often, which resume wants
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not _is_uri(scfg.storage):
+        # snapshot the experiment (trials, checkpoints, searcher) every few seconds, not Tune's
+        # adaptive >= 10 s: a trial started after the last snapshot is lost to --resume
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
+    started = False
+    try:
+        # -- Ray
+        t0 = time.time()
+        started, url = start_ray(scfg.address, dashboard=scfg.dashboard,
+                                 dashboard_port=scfg.dashboard_port)
+        timings["ray_start_s"] = time.time() - t0
+        if scfg.dashboard:
+            say(dashboard_help(url))
+        _warn_multinode(scfg, say)
+        # -- data and source model into the disk caches, once
+        t0 = time.time()
+        fixed = {k: v for k, v in param_space.items() if k not in searched}
+        prep = warm_caches(fixed, scfg.cpus_per_trial, scfg.gpus_per_trial)
+        timings["prepare_s"] = time.time() - t0
+        for k, v in (prep or {}).items():
+            if k.endswith("_s") and isinstance(v, (int, float)):
+                timings[f"prepare_{k}"] = float(v)
+
+        # -- the Tuner
+        from ray import tune
+
+        if resume:
+            if not tune.Tuner.can_restore(exp_path):
+                raise MonaError(f"--resume: {exp_path} holds no Tune experiment state to resume")
+            tuner = restore_tuner(exp_path, settings, scfg)
+        else:
+            tuner = build_tuner(scfg, param_space, settings, max_t=max_t, metric=metric,
+                                mode=mode, searched=searched)
+        searcher_name = type(_base_searcher(tuner)).__name__
+        if resume:
+            say(f"resuming {exp_path} (searcher {searcher_name}; its state is restored from the "
+                "experiment directory)")
+        t0 = time.time()
+        results = tuner.fit()
+        timings["trials_s"] = time.time() - t0
+        n_study = _searcher_trials(tuner)
+        if resume and n_study is not None:
+            say(f"{searcher_name}: the study holds {n_study} trials, those before the "
+                "interruption included")
+
+        # -- outcomes, best, registry, curves
+        t0 = time.time()
+        rows = _trial_rows(results)
+        recon = reconcile_runs(scfg.tracking_uri, experiment_id, parent_run_id, rows, test_key,
+                               max_t)
+        outcome = SearchOutcome(name=scfg.name, experiment_path=exp_path,
+                                parent_run_id=parent_run_id, metric=metric, mode=mode,
+                                outcomes={k: v[0] for k, v in recon.items()},
+                                searcher=searcher_name, searcher_trials=n_study)
+        best = None
+        try:
+            best = results.get_best_result(metric=metric, mode=mode, scope="last",
+                                           filter_nan_and_inf=True)
+        except Exception:  # no trial reported the metric
+            best = None
+        if best is not None and best.metrics:
+            best_trial = best.metrics.get("trial_id")
+            outcome.best_trial_id = best_trial
+            outcome.best_config = {k: best.config.get(k) for k in searched}
+            outcome.best_metrics = {k: v for k, v in best.metrics.items()
+                                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            outcome.best_run_id = recon.get(best_trial, (None, None, None))[2] \
+                or best.metrics.get("mlflow_run_id")
+        if outcome.best_run_id:
+            mr.set_tags(scfg.tracking_uri, parent_run_id, {
+                mr.TAG_BEST_RUN: outcome.best_run_id, "mona.best_trial_id": outcome.best_trial_id})
+            mr.set_tags(scfg.tracking_uri, outcome.best_run_id, {"mona.best": "true"})
+            best_m = {f"best_{metric}": outcome.best_metrics.get(metric)}
+            for k in (test_key, "source_probe_error", "source_probe_error_pretrained"):
+                if k in outcome.best_metrics:
+                    best_m[f"best_{k}"] = outcome.best_metrics[k]
+            mr.log_metrics(scfg.tracking_uri, parent_run_id,
+                           {k: v for k, v in best_m.items() if v is not None}, step=0)
+            if scfg.register_model:
+                try:
+                    mv = mr.register_embedder(
+                        scfg.tracking_uri, scfg.task, outcome.best_run_id,
+                        tags={"search": scfg.name, "trial_id": outcome.best_trial_id,
+                              metric: outcome.best_metrics.get(metric)})
+                    outcome.model_version = str(mv.version)
+                except Exception as e:  # e.g. no embedder logged (trial without stage 1)
+                    say(f"note: could not register the best embedder: {e}")
+        counts = {o: sum(1 for v in outcome.outcomes.values() if v == o) for o in mr.OUTCOMES}
+        mr.log_metrics(scfg.tracking_uri, parent_run_id,
+                       {f"trials_{k}": v for k, v in counts.items()}, step=0)
+
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            png = plot_curves(rows, metric, recon, outcome.best_trial_id, Path(d) / CURVES_FILE,
+                              title=f"{scfg.name}: {scfg.task}")
+            mr.log_artifact(scfg.tracking_uri, parent_run_id, png)
+            target = _join(exp_path, CURVES_FILE)
+            _put_file(png, target)
+            outcome.curves_png = target
+        timings["finalize_s"] = time.time() - t0
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        try:
+            mr.set_tags(scfg.tracking_uri, parent_run_id,
+                        {"mona.error": f"{type(err).__name__}: {err}".splitlines()[0][:500]})
+            mr.end_run(scfg.tracking_uri, parent_run_id, status)
+        except Exception:  # the original error matters more
+            logger.debug("could not close the parent run", exc_info=True)
+        raise
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    timings["total_s"] = time.time() - t_start
+    outcome.timings = timings
+    mr.log_metrics(scfg.tracking_uri, parent_run_id,
+                   {f"timing_{k}": v for k, v in timings.items()}, step=0)
+    mr.end_run(scfg.tracking_uri, parent_run_id, "FINISHED")
+    _print_summary(outcome, scfg, task.metric, counts, say)
+    return outcome
+
+
+def _print_summary(o: SearchOutcome, scfg: SearchConfig, metric_name: str, counts: dict,
+                   say) -> None:
+    say("")
+    say(f"== search {o.name} done: " + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                                  for k, v in counts.items()))
+    if o.best_trial_id is None:
+        say("no trial reported a validation metric; see the errors above and "
+            f"{o.experiment_path}")
+    else:
+        m = o.best_metrics
+        say(f"best trial {o.best_trial_id}: {o.metric} = {_fmt(m.get(o.metric))}"
+            + (f", test_{metric_name} = {_fmt(m[f'test_{metric_name}'])}"
+               if f"test_{metric_name}" in m else "")
+            + f", source_probe_error = {_fmt(m.get('source_probe_error', 'n/a'))}")
+        say("  hyperparameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in o.best_config.items()))
+        say(f"  MLflow run: {o.best_run_id} (parent {o.parent_run_id})")
+        if o.best_run_id:
+            say(f"  embedder: runs:/{o.best_run_id}/{mr.EMBEDDER_ARTIFACT}"
+                + (f"  = models:/{mr.registered_model_name(scfg.task)}@best (version "
+                   f"{o.model_version})" if o.model_version else ""))
+            say(f"  export it: mona-tune best --name {o.name} --tracking-uri "
+                f"{shlex.quote(scfg.tracking_uri)} --export DIR")
+    say(f"validation curves: {o.curves_png}")
+    say(f"MLflow UI: {_ui_command(scfg.tracking_uri)}")
+    t = o.timings
+    parts = [f"{k.removesuffix('_s')} {v:.1f}s" for k, v in t.items() if isinstance(v, float)]
+    say("time: " + ", ".join(parts))

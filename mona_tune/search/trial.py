@@ -1,0 +1,289 @@
+"""The trial function: a sampled config -> ``TrainConfig`` -> ``Trainer`` -> Tune and MLflow.
+
+Per epoch (both stages) the trainer's callback
+- logs the epoch's metrics to the trial's MLflow child run (step = global epoch);
+- reports them to Tune with a checkpoint (every ``checkpoint_every`` epochs). ASHA compares trials
+  on ``stage2_epoch`` (``time_attr``), so stage-1 epochs (stage2_epoch = 0) never meet a rung and a
+  long warm-up does not make a trial look worse.
+At the end of stage 1 the embedder is logged to the child run (``embedder/``).
+
+The last stage-2 epoch is reported after ``fit()`` returns, together with the test metric and the
+source-probe error: ASHA stops a trial when it reaches ``max_t``, and nothing after that report
+would run. A stopped trial's thread ends inside ``tune.report`` (SystemExit); its child run is
+tagged here when possible and, authoritatively, by the driver after the search.
+
+Retries and resumed searches restore the trainer from ``tune.get_checkpoint()`` and continue the
+same child run (found by its ``ray_trial_id`` tag); epochs already in MLflow are not logged again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mona_tune.tracking import mlflow_runs as mr
+
+logger = logging.getLogger(__name__)
+
+TRIAL_STATE = "mona_trial.json"
+TRAINER_DIR = "trainer"
+DEFAULT_TRAINER = "mona_tune.train.trainer:Trainer"
+# numbers in the trainer's final dict that are settings, not results
+_NOT_METRICS = frozenset({"stage1_epochs", "epochs", "seed"})
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial needs besides its hyperparameters (passed with ``tune.with_parameters``)."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    search_name: str
+    task: str
+    metric: str  # e.g. "rel_l2"
+    mode: str = "min"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    checkpoint_every: int = 1
+    searched: tuple[str, ...] = ()
+    trainer: str = DEFAULT_TRAINER
+    log_embedder: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def val_key(self) -> str:
+        return f"val_{self.metric}"
+
+    @property
+    def test_key(self) -> str:
+        return f"test_{self.metric}"
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def _trainer_class(spec: str):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _numeric(metrics: dict) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            out[k] = v
+        elif hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # numpy / torch scalars
+            out[k] = v.item()
+    return out
+
+
+class _TrialRun:
+    """State of one trial attempt: its MLflow run, what was logged, what to report last."""
+
+    def __init__(self, settings: TrialSettings, cfg, trial_id: str, trial_name: str):
+        self.s = settings
+        self.cfg = cfg
+        self.trial_id = trial_id
+        params = cfg.model_dump(mode="json")
+        params["searched"] = ",".join(settings.searched)
+        self.child = mr.open_child_run(
+            settings.tracking_uri, settings.experiment_id, settings.parent_run_id,
+            trial_id=trial_id, trial_name=trial_name, search_name=settings.search_name,
+            task=settings.task, params=params,
+        )
+        self.run_id, self.logged_up_to = self.child.run_id, self.child.logged_up_to
+        self.stage1_epochs = cfg.stage1_epochs
+        self.last: dict[str, Any] | None = None
+        self.last_global = max(self.logged_up_to, 0)
+        self.completed = False
+        self.embedder_logged = self.logged_up_to >= self.stage1_epochs and self.logged_up_to >= 0
+        self.started = time.time()
+
+    # -- helpers
+    def global_epoch(self, m: dict) -> int:
+        if int(m.get("stage", 2)) == 1:
+            return int(m["epoch"])
+        return self.stage1_epochs + int(m["epoch"])
+
+    def log_embedder(self, trainer) -> None:
+        if self.embedder_logged or not self.s.log_embedder:
+            return
+        with tempfile.TemporaryDirectory(prefix="mona-embedder-") as d:
+            path = Path(d) / "embedder"
+            trainer.save_embedder(path)
+            mr.log_artifacts(self.s.tracking_uri, self.run_id, path, mr.EMBEDDER_ARTIFACT)
+        self.embedder_logged = True
+
+    def checkpoint(self, trainer, global_epoch: int):
+        from ray import tune
+
+        d = Path(tempfile.mkdtemp(prefix="mona-ckpt-"))
+        trainer.save_checkpoint(d / TRAINER_DIR)
+        (d / TRIAL_STATE).write_text(json.dumps({
+            "run_id": self.run_id, "trial_id": self.trial_id, "global_epoch": global_epoch,
+        }))
+        return d, tune.Checkpoint.from_directory(str(d))
+
+    def report(self, trainer, metrics: dict, *, final: bool = False) -> None:
+        import shutil
+
+        from ray import tune
+
+        g = int(metrics["global_epoch"])
+        metrics = {**metrics, "mlflow_run_id": self.run_id}
+        with_ckpt = final or g % self.s.checkpoint_every == 0
+        if with_ckpt:
+            d, ckpt = self.checkpoint(trainer, g)
+            try:
+                tune.report(metrics, checkpoint=ckpt)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+        else:
+            tune.report(metrics)
+
+    # -- the trainer's callback
+    def on_epoch(self, trainer, metrics: dict) -> None:
+        m = _numeric(metrics)
+        stage = int(m.get("stage", 2))
+        if stage == 2 and not self.embedder_logged:
+            # no stage-1 epoch ran (warmup_epochs 0, ft, scratch): the embedder stage 2 starts from
+            # is the initial one, saved before training (see run_trial); log what we have
+            self.log_embedder(trainer)
+        g = self.global_epoch(m)
+        self.last_global = g
+        m["stage2_epoch"] = int(m.get("stage2_epoch", m["epoch"] if stage == 2 else 0))
+        m["global_epoch"] = g
+        if g > self.logged_up_to:
+            mr.log_metrics(self.s.tracking_uri, self.run_id, m, step=g)
+        if stage == 1 and g == self.stage1_epochs:
+            self.log_embedder(trainer)
+        if stage == 2 and m["stage2_epoch"] >= self.cfg.epochs:
+            self.last = m  # the last epoch is reported with the final metrics, after fit()
+            return
+        self.report(trainer, m)
+
+    def finish(self, trainer, final: dict) -> None:
+        last = dict(self.last or {})
+        fin = {k: v for k, v in _numeric(final).items() if k not in _NOT_METRICS}
+        g = int(last.get("global_epoch", self.stage1_epochs + self.cfg.epochs))
+        # the last epoch's values (val metric, probe error) are in the run already
+        new = {k: v for k, v in fin.items() if k not in last}
+        mr.log_metrics(self.s.tracking_uri, self.run_id, new, step=g)
+        mr.set_tags(self.s.tracking_uri, self.run_id, {
+            mr.TAG_OUTCOME: "completed",
+            mr.TAG_OUTCOME_DETAIL: f"completed {self.cfg.epochs} stage-2 epochs",
+        })
+        mr.end_run(self.s.tracking_uri, self.run_id, "FINISHED")
+        report = {**last, **fin, "global_epoch": g, "stage": 2,
+                  "stage2_epoch": int(last.get("stage2_epoch", self.cfg.epochs))}
+        self.completed = True  # ASHA stops a trial at max_t: SystemExit inside this report
+        self.report(trainer, report, final=True)
+
+    def stopped(self) -> None:
+        """The scheduler stopped the trial (SystemExit inside ``tune.report``)."""
+        if self.completed:
+            return
+        try:
+            g = self.last_global
+            mr.set_tags(self.s.tracking_uri, self.run_id, {
+                mr.TAG_OUTCOME: "stopped_early",
+                mr.TAG_OUTCOME_DETAIL: "stopped by the scheduler",
+                "mona.stopped_at_global_epoch": g,
+            })
+            mr.end_run(self.s.tracking_uri, self.run_id, "FINISHED")
+        except Exception:  # the driver tags it after the search anyway
+            logger.debug("could not tag a stopped trial", exc_info=True)
+
+    def diverged(self, err: BaseException, mode: str) -> None:
+        """Training diverged (NaN/inf): deterministic, so not worth Tune's retries. The trial ends
+        with the worst possible value, which the searcher learns from and ASHA ranks last."""
+        self.failed(err)
+        worst = math.inf if mode == "min" else -math.inf
+        self.completed = True
+        from ray import tune
+
+        tune.report({self.s.val_key: worst, "diverged": 1, "error": str(err)[:300],
+                     "stage": 2, "stage2_epoch": self.cfg.epochs,
+                     "global_epoch": self.stage1_epochs + self.cfg.epochs,
+                     "mlflow_run_id": self.run_id})
+
+    def failed(self, err: BaseException) -> None:
+        try:
+            text = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+            mr.set_tags(self.s.tracking_uri, self.run_id, {
+                mr.TAG_OUTCOME: "failed", mr.TAG_OUTCOME_DETAIL: text,
+            })
+            mr.end_run(self.s.tracking_uri, self.run_id, "FAILED")
+        except Exception:
+            logger.debug("could not tag a failed trial", exc_info=True)
+
+
+def run_trial(config: dict, settings: TrialSettings) -> None:
+    """The Ray Tune function trainable (wrapped with ``tune.with_parameters``)."""
+    import torch
+    from ray import tune
+
+    from mona_tune.config import TrainConfig
+
+    for name in ("ray.train", "ray.tune"):  # one line per checkpoint otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ctx = tune.get_context()
+    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
+
+    values = dict(config)
+    threads = max(1, int(round(settings.cpus_per_trial)))
+    if values.get("num_threads") is None:
+        values["num_threads"] = threads
+    torch.set_num_threads(int(values["num_threads"]))
+    cfg = TrainConfig(**values)
+
+    run = _TrialRun(settings, cfg, trial_id, trial_name)
+    if run.child.outcome == "completed":
+        # completed in an earlier attempt whose result Tune did not record (the driver died
+        # between the two): report that result again instead of training again
+        m = {k: v for k, v in run.child.metrics.items() if not k.startswith("timing_")}
+        run.completed = True
+        tune.report({**m, "mlflow_run_id": run.run_id, "stage": 2,
+                     "stage2_epoch": int(m.get("stage2_epoch", cfg.epochs))})
+        return
+    Trainer = _trainer_class(settings.trainer)
+    try:
+        from mona_tune.train.trainer import TrainingDiverged
+    except ImportError:  # another trainer class without that error type
+        TrainingDiverged = _NeverRaised  # noqa: N806
+    try:
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                state = json.loads((Path(d) / TRIAL_STATE).read_text())
+                trainer = Trainer.from_checkpoint(Path(d) / TRAINER_DIR, callback=run.on_epoch)
+            if state.get("run_id") != run.run_id:
+                logger.warning("checkpoint of run %s restored into run %s", state.get("run_id"),
+                               run.run_id)
+            mr.set_tags(settings.tracking_uri, run.run_id,
+                        {"mona.restored_from_global_epoch": state.get("global_epoch")})
+        else:
+            trainer = Trainer(cfg, callback=run.on_epoch)
+            if cfg.stage1_epochs == 0:
+                run.log_embedder(trainer)
+        final = trainer.fit()
+        run.finish(trainer, final)
+    except SystemExit:
+        run.stopped()
+        raise
+    except TrainingDiverged as err:
+        run.diverged(err, settings.mode)
+    except BaseException as err:
+        run.failed(err)
+        raise

@@ -1,0 +1,1 @@
+"""MLflow tracking of searches: parent/child runs, embedders, the registry, reading the best."""

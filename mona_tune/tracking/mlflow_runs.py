@@ -1,0 +1,350 @@
+"""MLflow bookkeeping of a search: one parent run per search, one child run per trial.
+
+Layout
+- experiment ``mona-tune-<task>``; its artifacts live beside a SQLite store (``mlartifacts/``),
+  or wherever a tracking server puts them;
+- parent run (tag ``mona.role=search``, run name = the search name): task, scheduler, seed, code
+  version, the space as ``space.yaml``, the curves PNG, the best trial's id and metric;
+- child run per trial (tags ``mlflow.parentRunId``, ``ray_trial_id``, ``mona.role=trial``): the
+  trial's TrainConfig as params, per-epoch metrics of both stages (step = global epoch), final
+  metrics, the stage-1 embedder under ``embedder/`` and the outcome tag (``mona.outcome``:
+  completed / stopped_early / failed);
+- registered model ``mona-<task>-embedder``: one version per search (the best trial's embedder),
+  alias ``best`` on the latest search's best.
+
+Many trial processes write to one SQLite file; every write goes through :func:`retrying`, which
+backs off and retries on "database is locked" (SQLite's busy timeout can still run out under load).
+A client is created once per process and tracking URI.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EXPERIMENT_PREFIX = "mona-tune-"
+TAG_ROLE = "mona.role"
+TAG_SEARCH = "mona.search_name"
+TAG_TASK = "mona.task"
+TAG_TRIAL_ID = "ray_trial_id"
+TAG_OUTCOME = "mona.outcome"
+TAG_OUTCOME_DETAIL = "mona.outcome_detail"
+TAG_BEST_RUN = "mona.best_run_id"
+TAG_PARENT = "mlflow.parentRunId"
+EMBEDDER_ARTIFACT = "embedder"
+OUTCOMES = ("completed", "stopped_early", "failed")
+
+
+def registered_model_name(task: str) -> str:
+    return f"mona-{task}-embedder"
+
+
+# ---------------------------------------------------------------- tracking URI and client
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or a SQLite file ``mlflow.db`` in the current directory."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return normalize_tracking_uri(env)
+    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def normalize_tracking_uri(uri: str) -> str:
+    """Absolute SQLite paths (trial processes run in other directories); a bare ``*.db`` path
+    becomes a SQLite URI."""
+    if "://" not in uri and uri.endswith(".db"):
+        return f"sqlite:///{Path(uri).expanduser().resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rel = uri.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            return f"sqlite:///{Path(rel).expanduser().resolve()}"
+    return uri
+
+
+def is_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path("/" + uri.removeprefix("sqlite:///").lstrip("/"))
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a SQLite store keeps artifacts: ``mlartifacts/`` beside the database file (an absolute
+    location, since trial processes do not share the driver's working directory). A tracking
+    server decides for itself (None)."""
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    return (path.parent / "mlartifacts").as_uri()
+
+
+def _is_locked(err: BaseException) -> bool:
+    text = f"{type(err).__name__}: {err}".lower()
+    return ("database is locked" in text or "database table is locked" in text
+            or "operationalerror" in text and "locked" in text)
+
+
+def retrying(fn: Callable[..., T], *args, attempts: int = 8, **kwargs) -> T:
+    """Call ``fn``; on a locked SQLite database, back off (with jitter) and try again."""
+    delay = 0.2
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # MlflowException wraps sqlalchemy's OperationalError
+            if attempt == attempts - 1 or not _is_locked(err):
+                raise
+            logger.info("tracking store busy (%s); retry %d in %.1fs", err, attempt + 1, delay)
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")
+
+
+@functools.lru_cache(maxsize=4)
+def get_client(tracking_uri: str):
+    """One ``MlflowClient`` per process and URI (trial actors are reused across trials)."""
+    from mlflow.tracking import MlflowClient
+
+    path = sqlite_path(tracking_uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def code_version() -> dict[str, str]:
+    """``mona_tune.__version__`` and, in a git checkout, the commit (``+dirty`` if modified)."""
+    from mona_tune import __version__
+
+    out = {"mona_tune_version": __version__}
+    root = Path(__file__).resolve().parents[2]
+    if (root / ".git").exists():
+        try:
+            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                    "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            if commit:
+                out["git_commit"] = commit + ("+dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return out
+
+
+# ---------------------------------------------------------------- experiment and parent run
+def ensure_experiment(tracking_uri: str, task: str) -> str:
+    """The id of experiment ``mona-tune-<task>``, created on first use."""
+    client = get_client(tracking_uri)
+    name = EXPERIMENT_PREFIX + task
+    exp = retrying(client.get_experiment_by_name, name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            retrying(client.restore_experiment, exp.experiment_id)
+        return exp.experiment_id
+    root = artifact_root(tracking_uri)
+    location = f"{root}/{name}" if root else None
+    try:
+        return retrying(client.create_experiment, name, artifact_location=location,
+                        tags={TAG_TASK: task})
+    except Exception:
+        exp = client.get_experiment_by_name(name)  # created concurrently
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _params(values: dict[str, Any]):
+    from mlflow.entities import Param
+
+    out = []
+    for k, v in values.items():
+        text = "" if v is None else str(v)
+        out.append(Param(k, text[:6000]))
+    return out
+
+
+def _log_params(client, run_id: str, values: dict[str, Any]) -> None:
+    params = _params(values)
+    for i in range(0, len(params), 100):
+        retrying(client.log_batch, run_id, params=params[i:i + 100])
+
+
+def start_parent_run(tracking_uri: str, experiment_id: str, *, name: str, task: str,
+                     params: dict[str, Any], space_yaml: str) -> str:
+    """Create the parent run of a search; returns its id."""
+    import tempfile
+
+    client = get_client(tracking_uri)
+    tags = {TAG_ROLE: "search", TAG_SEARCH: name, TAG_TASK: task}
+    run = retrying(client.create_run, experiment_id, tags=tags, run_name=name)
+    run_id = run.info.run_id
+    _log_params(client, run_id, {**params, **code_version()})
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "space.yaml").write_text(space_yaml)
+        retrying(client.log_artifact, run_id, str(Path(d) / "space.yaml"))
+    return run_id
+
+
+def reopen_run(tracking_uri: str, run_id: str) -> None:
+    retrying(get_client(tracking_uri).update_run, run_id, status="RUNNING")
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    retrying(get_client(tracking_uri).set_terminated, run_id, status=status)
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    batch = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+    retrying(get_client(tracking_uri).log_batch, run_id, tags=batch)
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """One batched write of numeric metrics at ``step``."""
+    import math
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    batch = []
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and math.isnan(v):
+            continue
+        batch.append(Metric(k, float(v), ts, int(step)))
+    if batch:
+        retrying(get_client(tracking_uri).log_batch, run_id, metrics=batch)
+
+
+def log_artifacts(tracking_uri: str, run_id: str, local_dir: Path, artifact_path: str) -> None:
+    retrying(get_client(tracking_uri).log_artifacts, run_id, str(local_dir), artifact_path)
+
+
+def log_artifact(tracking_uri: str, run_id: str, local_file: Path,
+                 artifact_path: str | None = None) -> None:
+    retrying(get_client(tracking_uri).log_artifact, run_id, str(local_file), artifact_path)
+
+
+# ---------------------------------------------------------------- child runs
+def find_child_run(tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str):
+    """The child run of ``trial_id`` under this parent, or None."""
+    client = get_client(tracking_uri)
+    runs = retrying(
+        client.search_runs, [experiment_id],
+        filter_string=(f"tags.{TAG_TRIAL_ID} = '{trial_id}' and "
+                       f"tags.`{TAG_PARENT}` = '{parent_run_id}'"),
+        max_results=5,
+    )
+    return runs[0] if runs else None
+
+
+@dataclass
+class ChildRun:
+    run_id: str
+    logged_up_to: int = -1  # last global epoch already in the run (-1: none)
+    outcome: str | None = None  # the outcome tag of an earlier attempt
+    metrics: dict = field(default_factory=dict)  # latest metric values of an earlier attempt
+
+
+def open_child_run(tracking_uri: str, experiment_id: str, parent_run_id: str, *, trial_id: str,
+                   trial_name: str, search_name: str, task: str,
+                   params: dict[str, Any]) -> ChildRun:
+    """The trial's child run: found by its ``ray_trial_id`` tag (a retried or resumed trial
+    continues its run) or created. Reports the last global epoch already logged, so that re-run
+    epochs are not logged twice, and an earlier attempt's outcome (a trial that completed just
+    before its driver died is not trained again)."""
+    client = get_client(tracking_uri)
+    run = find_child_run(tracking_uri, experiment_id, parent_run_id, trial_id)
+    if run is not None:
+        run_id = run.info.run_id
+        outcome = run.data.tags.get(TAG_OUTCOME)
+        if outcome == "completed":
+            return ChildRun(run_id, outcome=outcome, metrics=dict(run.data.metrics))
+        if run.info.status != "RUNNING":
+            reopen_run(tracking_uri, run_id)
+        history = retrying(client.get_metric_history, run_id, "global_epoch")
+        last = max((int(m.step) for m in history), default=-1)
+        attempts = int(run.data.tags.get("mona.attempts", 1)) + 1
+        set_tags(tracking_uri, run_id, {"mona.attempts": attempts})
+        return ChildRun(run_id, logged_up_to=last, outcome=outcome)
+    tags = {TAG_PARENT: parent_run_id, TAG_TRIAL_ID: trial_id, TAG_ROLE: "trial",
+            TAG_SEARCH: search_name, TAG_TASK: task, "mona.attempts": "1"}
+    run = retrying(client.create_run, experiment_id, tags=tags, run_name=trial_name)
+    _log_params(client, run.info.run_id, params)
+    return ChildRun(run.info.run_id)
+
+
+def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list:
+    client = get_client(tracking_uri)
+    out, token = [], None
+    while True:
+        page = retrying(client.search_runs, [experiment_id],
+                        filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}'",
+                        max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+# ---------------------------------------------------------------- registry
+def register_embedder(tracking_uri: str, task: str, run_id: str, *, alias: str = "best",
+                      tags: dict[str, Any] | None = None):
+    """Register ``runs:/<run_id>/embedder`` as a new version of ``mona-<task>-embedder`` and point
+    ``alias`` at it. Returns the model version."""
+    from mlflow.exceptions import MlflowException
+
+    client = get_client(tracking_uri)
+    name = registered_model_name(task)
+    try:
+        retrying(client.create_registered_model, name,
+                 description="Stage-1 target embedders of mona-tune searches "
+                             "(load with `mona-tune best --export DIR`).")
+    except MlflowException as e:
+        if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
+            raise
+    version = retrying(client.create_model_version, name,
+                       source=f"runs:/{run_id}/{EMBEDDER_ARTIFACT}", run_id=run_id,
+                       tags={k: str(v) for k, v in (tags or {}).items()})
+    retrying(client.set_registered_model_alias, name, alias, version.version)
+    return version
+
+
+def download_embedder(tracking_uri: str, run_id: str, dst: Path) -> Path:
+    """Download a trial's ``embedder/`` directory into ``dst`` (created); returns ``dst``."""
+    import shutil
+    import tempfile
+
+    client = get_client(tracking_uri)
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(retrying(client.download_artifacts, run_id, EMBEDDER_ARTIFACT, tmp))
+        dst.mkdir(parents=True, exist_ok=True)
+        for item in local.iterdir():
+            target = dst / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(str(item), target)
+    return dst
+
+
+def iter_metric_keys(runs: Iterable) -> list[str]:
+    keys: set[str] = set()
+    for r in runs:
+        keys.update(r.data.metrics)
+    return sorted(keys)

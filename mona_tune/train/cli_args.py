@@ -1,0 +1,165 @@
+"""``mona-tune train``: flags (over an optional YAML file) -> TrainConfig -> Trainer -> one JSON line.
+
+Progress goes to stderr, one line per epoch; the final metrics go to stdout as ONE JSON line.
+With ``--out DIR`` a complete checkpoint is kept in ``DIR/checkpoint`` after every epoch, and at
+the end ``DIR/final.json`` and the learned embedder ``DIR/embedder`` (for ``--init-embedder``);
+``--resume`` continues from ``DIR/checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from mona_tune.errors import MonaError
+
+# flag -> TrainConfig field, for flags whose value is the field's value
+_FIELD_FLAGS = {
+    "task": str, "method": str, "lam": float, "inner_lr": float, "warmup_epochs": int,
+    "epochs": int, "seed": int, "data_dir": str, "source_model": str, "weights": str,
+    "source_data": str, "device": str, "batch_size": int, "lr": float, "init_embedder": str,
+    "stage1_lr": float, "source_batch_size": int, "probe_every": int, "num_threads": int,
+    "n_train": int, "n_test": int,
+}
+_HELP = {
+    "task": "task name (darcy, pdebench-darcy)",
+    "method": "mona, emb, orca, ft or scratch",
+    "lam": "λ: weight of MoNA's outer (alignment + uniformity) loss",
+    "inner_lr": "α: step size of MoNA's simulated inner fine-tuning step",
+    "warmup_epochs": "stage-1 epochs (embedder only)",
+    "epochs": "stage-2 epochs (fine-tuning everything)",
+    "data_dir": "directory of real data files (default: the embedded generated data)",
+    "source_model": "timm Swin name, e.g. swin_base_patch4_window7_224.ms_in22k "
+                    "(default: the embedded digits Swin)",
+    "weights": "local checkpoint or .safetensors for --source-model (offline machines)",
+    "source_data": "digits (default) or cifar10:DIR (the CIFAR-10 python-pickle directory)",
+    "device": "auto (CUDA when present), cpu, cuda, cuda:N",
+    "init_embedder": "an embedder directory written by a previous run (skips stage 1)",
+    "probe_every": "measure source_probe_error every k stage-2 epochs (always at the end)",
+}
+
+
+def _help(name: str) -> str:
+    from mona_tune.config import TrainConfig
+
+    field = TrainConfig.model_fields[name]
+    text = _HELP.get(name) or field.description or name.replace("_", " ")
+    return text if field.default is None else f"{text} (default: {field.default})"
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="YAML file of TrainConfig fields; flags override it")
+    for name, typ in _FIELD_FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ,
+                            default=argparse.SUPPRESS, help=_help(name))
+    parser.add_argument("--bf16", action="store_true", default=argparse.SUPPRESS,
+                        help="bfloat16 autocast")
+    parser.add_argument("--first-order", dest="first_order", action="store_true",
+                        default=argparse.SUPPRESS,
+                        help="first-order (finite-difference) MoNA gradient")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep a checkpoint per epoch, final.json and the embedder here")
+    parser.add_argument("--resume", action="store_true", help="continue from --out DIR")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    keys = set(_FIELD_FLAGS) | {"bf16", "first_order"}
+    return {k: v for k, v in vars(args).items() if k in keys}
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise MonaError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise MonaError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise MonaError(f"config file {path} must hold a mapping of TrainConfig fields")
+    return data
+
+
+def build_config(args: argparse.Namespace):
+    from mona_tune.config import TrainConfig
+
+    base = _read_yaml(args.config) if "config" in args else {}
+    return TrainConfig(**{**base, **_overrides(args)})
+
+
+def _progress(cfg):
+    def show(trainer, m: dict) -> None:
+        stage, total = m["stage"], (cfg.stage1_epochs if m["stage"] == 1 else cfg.epochs)
+        val = f"val_{trainer.metric}"
+        parts = [f"[{cfg.method} {cfg.task}] stage {stage} epoch {m['epoch']}/{total}",
+                 f"train_loss {m['train_loss']:.4g}", f"{val} {m[val]:.4g}"]
+        if "outer_loss" in m:
+            parts.append(f"inner {m['inner_loss']:.4g} align {m['align_loss']:.4g} "
+                         f"uniform {m['uniform_loss']:.4g}")
+        if "mmd" in m:
+            parts.append(f"mmd {m['mmd']:.4g}")
+        parts.append(f"lr {m['lr']:.2e}")
+        if "source_probe_error" in m:
+            parts.append(f"source_probe_error {m['source_probe_error']:.3f}")
+        parts.append(f"{m['epoch_seconds']:.1f}s")
+        print("  ".join(parts), file=sys.stderr, flush=True)
+    return show
+
+
+def _json_safe(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def train_from_args(args: argparse.Namespace) -> int:
+    from mona_tune.cache import atomic_path
+    from mona_tune.train.trainer import CHECKPOINT_FILE, Trainer
+
+    cfg = build_config(args)
+    out: Path | None = args.out
+    if args.resume and out is None:
+        raise MonaError("--resume needs --out DIR (the directory of the run to continue)")
+    ckpt = out / "checkpoint" if out else None
+    has_ckpt = ckpt is not None and (ckpt / CHECKPOINT_FILE).is_file()
+    if has_ckpt and not args.resume:
+        raise MonaError(f"{out} already holds a run; pass --resume to continue it, "
+                        "or choose another --out")
+
+    progress = None if args.quiet else _progress(cfg)
+
+    def on_epoch(trainer, metrics):
+        if progress:
+            progress(trainer, metrics)
+        if ckpt is not None:
+            trainer.save_checkpoint(ckpt)
+
+    if has_ckpt:
+        trainer = Trainer.from_checkpoint(ckpt, callback=on_epoch)
+        given = _overrides(args)
+        if "config" in args:
+            given = {**_read_yaml(args.config), **given}
+        clash = [f"{k}={v!r} (checkpoint: {getattr(trainer.cfg, k)!r})" for k, v in given.items()
+                 if getattr(trainer.cfg, k) != getattr(cfg, k)]
+        if clash:
+            raise MonaError(f"--resume: the run in {out} was started with other settings: "
+                            + ", ".join(clash))
+        if progress:
+            print(f"resuming {out} at stage {trainer.stage} epoch {trainer.epoch}",
+                  file=sys.stderr, flush=True)
+    else:
+        if args.resume and progress:
+            print(f"nothing to resume in {out}; starting a new run", file=sys.stderr, flush=True)
+        trainer = Trainer(cfg, callback=on_epoch)
+
+    final = _json_safe(trainer.fit())
+    if out is not None:
+        with atomic_path(out / "final.json") as tmp:
+            tmp.write_text(json.dumps(final, indent=1) + "\n")
+        trainer.save_embedder(out / "embedder")
+    print(json.dumps(final), flush=True)
+    return 0

@@ -1,0 +1,79 @@
+"""Heavy shared things, loaded once per process and keyed by the config fields they depend on.
+
+Ray reuses actors across trials; with these caches a new trial of the same task and source model
+finds the task data, the source data, the source model and the pretrained probe reference
+already in memory. Everything returned is shared: callers must not modify it in place.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from mona_tune.config import TrainConfig
+from mona_tune.models.source import SourceData, SourceModel, load_source_data, load_source_model
+from mona_tune.tasks import TaskData, get_task
+
+# The TrainConfig fields a task loader may read (see mona_tune.tasks.darcy).
+TASK_DATA_FIELDS = ("task", "data_dir", "n_train", "n_test", "val_fraction", "resolution", "beta")
+
+
+def task_data(cfg: TrainConfig) -> TaskData:
+    return _task_data(tuple((f, getattr(cfg, f)) for f in TASK_DATA_FIELDS))
+
+
+@functools.lru_cache(maxsize=4)
+def _task_data(fields: tuple) -> TaskData:
+    # Load through a config holding only these fields, so the cache key is complete by design.
+    cfg = TrainConfig(**dict(fields))
+    return get_task(cfg.task).load(cfg)
+
+
+def source_data(cfg: TrainConfig) -> SourceData:
+    return _source_data(cfg.source_data or "digits", cfg.probe_samples)
+
+
+@functools.lru_cache(maxsize=2)
+def _source_data(spec: str, probe_samples: int) -> SourceData:
+    return load_source_data(spec, probe_samples)
+
+
+def source_model(cfg: TrainConfig) -> SourceModel:
+    return _source_model(cfg.source_model, cfg.weights, cfg.source_data or "digits",
+                         cfg.probe_samples)
+
+
+@functools.lru_cache(maxsize=2)
+def _source_model(name: str | None, weights: str | None, data_spec: str,
+                  probe_samples: int) -> SourceModel:
+    return load_source_model(name, weights, _source_data(data_spec, probe_samples))
+
+
+def pretrained_probe_error(cfg: TrainConfig, device: torch.device) -> float:
+    """``source_probe_error`` of the pretrained encoder: the reference line of every run."""
+    return _pretrained_probe_error(cfg.source_model, cfg.weights, cfg.source_data or "digits",
+                                   cfg.probe_samples, str(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _pretrained_probe_error(name, weights, data_spec, probe_samples, device: str) -> float:
+    import copy
+
+    from mona_tune.train.probe import source_probe_error
+
+    src = _source_model(name, weights, data_spec, probe_samples)
+    data = _source_data(data_spec, probe_samples)
+    body = src.body().to(device)
+    patch_embed = copy.deepcopy(src.patch_embed).to(device)
+
+    def embed(images):
+        return patch_embed(src.prepare(images.to(device)))
+
+    return source_probe_error(body, embed, data.x_probe, data.y_probe)
+
+
+def clear() -> None:
+    """Forget everything cached (tests)."""
+    for f in (_task_data, _source_data, _source_model, _pretrained_probe_error):
+        f.cache_clear()

@@ -1,0 +1,111 @@
+"""Stage 1: the embedder-only objectives of ``mona``, ``emb`` and ``orca``, as gradients.
+
+Each function returns ``(grads, logs)``: the gradient for every parameter of ``model.embedder``
+(in ``parameters()`` order) and a dict of scalar tensors to log (``loss`` = the objective
+minimised). Nothing outside the embedder receives a gradient, so nothing else can move.
+
+Notation (method.md): φe the target embedder's parameters, θf the encoder's, L_inner the task loss
+of the whole model on a target batch, α = ``inner_lr``, λ = ``lam``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from mona_tune.models.assemble import TargetModel, pool
+from mona_tune.train.losses import align_uniform, gaussian_mmd
+
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (normalised prediction, physical target) -> scalar
+
+
+def _encoder_params(model: TargetModel) -> dict[str, Tensor]:
+    return {n: p for n, p in model.encoder.named_parameters() if p.requires_grad}
+
+
+def outer_loss(model: TargetModel, theta: dict[str, Tensor], source_tokens: Tensor,
+               source_labels: Tensor, t: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``L_outer = L_align + L_uniform`` of source features through the encoder with ``theta``.
+
+    ``source_tokens`` come from the frozen source embedder; the features are the encoder's tokens
+    mean-pooled (then L2-normalised inside :func:`align_uniform`).
+    """
+    feats = pool(functional_call(model.encoder, theta, (source_tokens,)))
+    align, uniform = align_uniform(feats, source_labels, t)
+    return align + uniform, align, uniform
+
+
+def mona_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn,
+                  source_tokens: Tensor, source_labels: Tensor, *, inner_lr: float, lam: float,
+                  t: float = 2.0, first_order: bool = False) -> tuple[list[Tensor], dict]:
+    """∇φe [L_inner(φe, θ) + λ · L_outer(θ'f)], with θ'f = θf − α ∇θf L_inner(φe, θ).
+
+    Second order (default): the inner step is kept in the autograd graph (``create_graph=True``)
+    and the encoder is evaluated functionally at θ'f, so the gradient flows through ∇θf L_inner
+    into φe: ∇φe L_outer(θ'f) = −α (∂²L_inner / ∂φe ∂θf) v, with v = ∇θ' L_outer(θ'f).
+
+    First order (``first_order=True``): with the inner gradient detached, θ'f would not depend on
+    φe and the outer term would vanish. Instead the mixed second derivative is replaced by a
+    central finite difference of gradients (DARTS, Liu et al. 2019), which needs no double
+    backward:
+
+        ∇φe L_outer ≈ −α [∇φe L_inner(φe, θf + ε v) − ∇φe L_inner(φe, θf − ε v)] / (2ε),
+        v = ∇θ' L_outer(θ'f),  ε = 0.01 / ‖v‖   (the term is 0 when v = 0),
+
+    with θh and everything else at their current values. The embedder's forward pass is shared
+    by the three evaluations of L_inner and its backward pass is taken once, on the combined
+    token gradient (the same value, by linearity of the vector-Jacobian product).
+    """
+    phi = list(model.embedder.parameters())
+    theta = _encoder_params(model)
+    names = list(theta)
+    if not first_order:
+        inner = loss_fn(model(x), y)
+        g_theta = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
+        theta_prime = {n: theta[n] - inner_lr * g for n, g in zip(names, g_theta)}
+        outer, align, uniform = outer_loss(model, theta_prime, source_tokens, source_labels, t)
+        grads = torch.autograd.grad(inner + lam * outer, phi)
+    else:
+        z = model.embedder(x)
+        zd = z.detach().requires_grad_(True)  # tokens as a leaf: one embedder backward at the end
+        inner = loss_fn(model.predictor(model.encoder(zd)), y)
+        g = torch.autograd.grad(inner, [zd, *theta.values()])
+        g_z, g_theta = g[0], g[1:]
+        theta_prime = {n: (theta[n] - inner_lr * gt).detach().requires_grad_(True)
+                       for n, gt in zip(names, g_theta)}
+        outer, align, uniform = outer_loss(model, theta_prime, source_tokens, source_labels, t)
+        v = torch.autograd.grad(outer, list(theta_prime.values()))
+        v_norm = torch.sqrt(sum((vi.float() ** 2).sum() for vi in v))
+        if lam != 0 and v_norm > 0:
+            eps = 0.01 / v_norm
+            g_pm = []
+            for sign in (1.0, -1.0):
+                shifted = {n: (theta[n] + sign * eps * vi).detach() for n, vi in zip(names, v)}
+                loss = loss_fn(model.predictor(functional_call(model.encoder, shifted, (zd,))), y)
+                g_pm.append(torch.autograd.grad(loss, zd)[0])
+            g_z = g_z + lam * (-inner_lr) * (g_pm[0] - g_pm[1]) / (2 * eps)
+        grads = torch.autograd.grad(z, phi, grad_outputs=g_z)
+    logs = {"loss": (inner + lam * outer).detach(), "inner_loss": inner.detach(),
+            "outer_loss": outer.detach(), "align_loss": align.detach(),
+            "uniform_loss": uniform.detach()}
+    return list(grads), logs
+
+
+def emb_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[list, dict]:
+    """Embedder warm-up: ∇φe L_inner, the rest of the model frozen."""
+    loss = loss_fn(model(x), y)
+    grads = torch.autograd.grad(loss, list(model.embedder.parameters()))
+    return list(grads), {"loss": loss.detach()}
+
+
+def orca_gradient(model: TargetModel, x: Tensor, source_tokens: Tensor) -> tuple[list, dict]:
+    """ORCA-style alignment: ∇φe MMD²(pooled e(x_target), pooled e_s(x_source)), Gaussian kernel.
+
+    The mean-pooled token of each embedded sample is its point in the shared input space.
+    """
+    mmd = gaussian_mmd(pool(model.embedder(x)), pool(source_tokens))
+    grads = torch.autograd.grad(mmd, list(model.embedder.parameters()))
+    return list(grads), {"loss": mmd.detach(), "mmd": mmd.detach()}

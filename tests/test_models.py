@@ -1,0 +1,204 @@
+"""Shapes of embedders, predictors and the assembled model; encoder weights files; source data."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from mona_tune.errors import MonaError
+from mona_tune.models.assemble import build_target_model
+from mona_tune.models.embedders import Embedder1D, Embedder2D
+from mona_tune.models.encoder import SwinBody, create_timm_swin, load_weights
+from mona_tune.models.predictors import ClassificationHead, DenseHead
+from mona_tune.models.source import SourceModel, load_source_data
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_net(embed_dim=8, num_classes=3):
+    from timm.models.swin_transformer import SwinTransformer
+
+    return SwinTransformer(img_size=8, patch_size=2, window_size=2, embed_dim=embed_dim,
+                           depths=(1, 1), num_heads=(2, 2), num_classes=num_classes,
+                           drop_path_rate=0.0)
+
+
+def tiny_source():
+    return SourceModel("tiny", tiny_net(), (0.5,) * 3, (0.5,) * 3, tiny_net)
+
+
+# ---------------------------------------------------------------- shapes
+def test_embedder_2d_resizes_and_patches():
+    e = Embedder2D(in_channels=3, img_size=32, patch_size=4, embed_dim=48)
+    out = e(torch.randn(2, 3, 85, 85))
+    assert out.shape == (2, 8, 8, 48)
+    assert e(torch.randn(1, 3, 32, 32)).shape == (1, 8, 8, 48)  # no resize needed
+
+
+def test_embedder_1d_pieces_and_positions():
+    e = Embedder1D(in_channels=2, length=50, grid=(4, 4), embed_dim=8)  # 50 -> 16 pieces of 4
+    assert e.piece == 4
+    assert e(torch.randn(3, 2, 50)).shape == (3, 4, 4, 8)
+    assert e.pos.shape == (1, 16, 8)
+
+
+def test_dense_head_shapes():
+    tokens = torch.randn(2, 4, 4, 96)
+    up = DenseHead(96, (4, 4), img_size=32, out_channels=1, out_shape=(85, 85))
+    assert up.r == 8 and up.fc.out_features == 8 * 8 * 3
+    assert up(tokens).shape == (2, 1, 85, 85)
+    down = DenseHead(96, (4, 4), img_size=32, out_channels=2, out_shape=(20, 20))
+    assert down(tokens).shape == (2, 2, 20, 20)
+    seq = DenseHead(96, (4, 4), img_size=32, out_channels=1, out_shape=(100,))
+    assert seq(tokens).shape == (2, 1, 100)
+
+
+def test_dense_head_pools_like_orca_when_downsampling():
+    head = DenseHead(4, (2, 2), img_size=4, out_channels=1, out_shape=(2, 2))
+    tokens = torch.randn(1, 2, 2, 4)
+    x = torch.nn.functional.pixel_shuffle(head.fc(tokens).permute(0, 3, 1, 2), 2)
+    want = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 2)
+    assert torch.allclose(head(tokens), want, atol=1e-6)
+
+
+def test_classification_head():
+    head = ClassificationHead(16, 5)
+    tokens = torch.randn(3, 2, 2, 16)
+    assert head(tokens).shape == (3, 5)
+    assert torch.allclose(head(tokens), head.fc(tokens.mean((1, 2))))
+
+
+def test_body_plugs_into_timm_swin():
+    net = tiny_net().eval()
+    body = SwinBody(net.layers, net.norm)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(body(net.patch_embed(x)), net.forward_features(x))
+
+
+@pytest.mark.parametrize("random_encoder", [False, True])
+def test_assembled_models(random_encoder):
+    src = tiny_source()
+    dense = build_target_model(src, 3, (85, 85), "dense", 1, (85, 85),
+                               random_encoder=random_encoder)
+    assert dense(torch.randn(2, 3, 85, 85)).shape == (2, 1, 85, 85)
+    same = all(torch.equal(a, b) for a, b in zip(dense.encoder.state_dict().values(),
+                                                  SwinBody(src.net.layers, src.net.norm)
+                                                  .state_dict().values()))
+    assert same != random_encoder
+    seq = build_target_model(src, 2, (30,), "classes", 4, random_encoder=random_encoder)
+    assert seq(torch.randn(5, 2, 30)).shape == (5, 4)
+
+
+def test_target_encoder_is_a_copy():
+    src = tiny_source()
+    model = build_target_model(src, 3, (8, 8), "dense", 1, (8, 8))
+    with torch.no_grad():
+        next(model.encoder.parameters()).add_(1.0)
+    assert not torch.equal(next(model.encoder.parameters()), next(src.net.layers.parameters()))
+
+
+# ---------------------------------------------------------------- weights files
+def test_weights_checkpoint_fits(tmp_path):
+    torch.manual_seed(0)
+    good = tiny_net()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": good.state_dict(), "epoch": 3}, path)
+    net = tiny_net()
+    load_weights(net, path, "tiny")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                  good.state_dict().values()))
+
+
+def test_safetensors_fits_and_misfits(tmp_path):
+    from safetensors.torch import save_file
+
+    good = tiny_net()
+    ok = tmp_path / "ok.safetensors"
+    save_file({k: v.contiguous() for k, v in good.state_dict().items()}, str(ok))
+    load_weights(tiny_net(), ok, "tiny")
+    bad = tmp_path / "bad.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_net(embed_dim=12).state_dict().items()},
+              str(bad))
+    with pytest.raises(MonaError, match=r"weights file .*bad.safetensors does not fit model tiny"):
+        load_weights(tiny_net(), bad, "tiny")
+
+
+def test_checkpoint_misfit_names_the_problem(tmp_path):
+    sd = tiny_net(num_classes=5).state_dict()
+    sd.pop("norm.weight")
+    sd["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "x.pt"
+    torch.save(sd, path)
+    with pytest.raises(MonaError) as err:
+        load_weights(tiny_net(), path, "tiny")
+    msg = str(err.value)
+    assert "1 missing (norm.weight)" in msg and "1 unexpected (extra.weight)" in msg
+    assert "head.fc.weight: file (5, 16) vs model (3, 16)" in msg
+
+
+def test_unreadable_and_missing_weights(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(MonaError, match="cannot read weights file"):
+        load_weights(tiny_net(), junk, "tiny")
+    with pytest.raises(MonaError, match="not found"):
+        load_weights(tiny_net(), tmp_path / "nope.pt", "tiny")
+
+
+def test_timm_names_checked(tmp_path):
+    with pytest.raises(MonaError, match="unknown timm model"):
+        create_timm_swin("no_such_model_xyz", weights=str(tmp_path / "w.pt"))
+    with pytest.raises(MonaError, match="not a timm Swin"):
+        create_timm_swin("resnet18", weights=str(tmp_path / "w.pt"))
+
+
+# ---------------------------------------------------------------- source data
+def write_cifar_dir(root, per_batch=12, seed=0):
+    """A CIFAR-10 python-pickle directory in the exact layout (tiny batches)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, per_batch).tolist(),
+                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"filenames": [f"img{i}.png".encode() for i in range(per_batch)]}
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f)
+    return root
+
+
+def test_cifar10_pickles(tmp_path):
+    root = write_cifar_dir(tmp_path / "cifar-10-batches-py", per_batch=20)
+    d = load_source_data(f"cifar10:{root}", probe_samples=8)
+    assert d.x_pretrain.shape == (100, 3, 32, 32) and d.x_pretrain.dtype == torch.uint8
+    assert len(d.y_align) == 10 and len(d.y_probe) == 8
+    with open(root / "data_batch_1", "rb") as f:
+        first = pickle.load(f, encoding="bytes")
+    assert torch.equal(d.x_pretrain[0].flatten(), torch.from_numpy(first[b"data"][0]))
+
+
+def test_cifar10_errors(tmp_path):
+    with pytest.raises(MonaError, match="not found"):
+        load_source_data(f"cifar10:{tmp_path / 'none'}")
+    root = write_cifar_dir(tmp_path / "c")
+    (root / "test_batch").unlink()
+    with pytest.raises(MonaError, match="lacks test_batch"):
+        load_source_data(f"cifar10:{root}")
+    (root / "test_batch").write_bytes(b"garbage")
+    with pytest.raises(MonaError, match="not a CIFAR-10 python pickle"):
+        load_source_data(f"cifar10:{root}")
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    a, b = load_source_data("digits"), load_source_data("digits")
+    assert torch.equal(a.y_probe, b.y_probe)
+    assert (len(a.y_pretrain), len(a.y_align), len(a.y_probe)) == (1097, 300, 400)
+    assert a.x_probe.shape[1:] == (3, 8, 8) and int(a.x_probe.max()) == 255

@@ -1,0 +1,158 @@
+"""``mona-tune train``: the JSON line, --out/--resume, and one-line exit-2 errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mona_tune.cli import main
+from mona_tune.models import source as source_mod
+from mona_tune.train import resources
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_source():
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"digits": 2, "cifar10": 1})
+        resources.clear()
+        yield
+        resources.clear()
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("# a tiny run\nn_train: 24\nn_test: 8\nbatch_size: 8\nsource_batch_size: 8\n"
+                    "probe_samples: 40\nnum_threads: 1\ndevice: cpu\nepochs: 3\n")
+    return path
+
+
+def run(capsys, *argv):
+    code = main(["train", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_line_and_out_dir(capsys, tiny_yaml, tmp_path):
+    code, out, err = run(capsys, "--config", tiny_yaml, "--method", "mona", "--lam", "0.5",
+                         "--inner-lr", "1e-3", "--warmup-epochs", "1", "--epochs", "2",
+                         "--out", tmp_path / "run")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    final = json.loads(lines[0])
+    assert final["task"] == "darcy" and final["method"] == "mona"
+    assert {"test_rel_l2", "source_probe_error", "source_probe_error_pretrained",
+            "seconds"} <= set(final)
+    assert "stage 1 epoch 1/1" in err and "stage 2 epoch 2/2" in err  # flags beat the file
+    assert (tmp_path / "run" / "checkpoint" / "trainer.pt").is_file()
+    assert json.loads((tmp_path / "run" / "final.json").read_text()) == final
+    assert (tmp_path / "run" / "embedder" / "embedder.json").is_file()
+
+    # an existing run is not overwritten; --resume continues it (here: already complete)
+    code, _, err = run(capsys, "--config", tiny_yaml, "--warmup-epochs", "1", "--epochs", "2",
+                       "--out", tmp_path / "run")
+    assert code == 2 and "--resume" in err
+    code, out, err = run(capsys, "--config", tiny_yaml, "--warmup-epochs", "1", "--epochs", "2",
+                         "--out", tmp_path / "run", "--resume")
+    assert code == 0 and json.loads(out)["test_rel_l2"] == pytest.approx(final["test_rel_l2"])
+    code, _, err = run(capsys, "--config", tiny_yaml, "--epochs", "4",
+                       "--out", tmp_path / "run", "--resume")
+    assert code == 2 and "other settings" in err
+
+    # the exported embedder starts another run (stage 1 skipped)
+    code, out, err = run(capsys, "--config", tiny_yaml, "--epochs", "1", "--init-embedder",
+                         tmp_path / "run" / "embedder")
+    assert code == 0 and "stage 1" not in err and json.loads(out)["stage1_epochs"] == 0
+
+
+def test_resume_after_an_interruption(capsys, tiny_yaml, tmp_path, monkeypatch):
+    from mona_tune.train.trainer import Trainer
+
+    code, out, _ = run(capsys, "--config", tiny_yaml, "--method", "emb", "--warmup-epochs", "1",
+                       "--quiet")
+    want = json.loads(out)
+
+    real_fit = Trainer.fit
+
+    def interrupted(self):  # the process dies after the second epoch's checkpoint
+        def cb(trainer, m, inner=self.callback):
+            inner(trainer, m)
+            if len(trainer.history) == 2:
+                raise KeyboardInterrupt
+        self.callback = cb
+        return real_fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    code, _, _ = run(capsys, "--config", tiny_yaml, "--method", "emb", "--warmup-epochs", "1",
+                     "--out", tmp_path / "r", "--quiet")
+    assert code == 130
+    monkeypatch.setattr(Trainer, "fit", real_fit)
+    code, out, err = run(capsys, "--config", tiny_yaml, "--method", "emb", "--warmup-epochs", "1",
+                         "--out", tmp_path / "r", "--resume")
+    assert code == 0 and "resuming" in err and "stage 2 epoch 2/3" in err
+    got = json.loads(out)
+    assert got["test_rel_l2"] == pytest.approx(want["test_rel_l2"], abs=1e-6)
+    assert got["source_probe_error"] == pytest.approx(want["source_probe_error"], abs=1e-6)
+
+
+def bad_weights(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save({"patch_embed.proj.weight": torch.zeros(2, 3, 4, 4)}, path)
+    return path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "bogus"], "method"),
+    (["--lr", "-1"], "lr"),
+    (["--task", "nope"], "unknown task 'nope'"),
+    (["--data-dir", "{tmp}/missing"], "missing"),
+    (["--first-order", "--method", "emb"], "first_order applies only"),
+    (["--weights", "{tmp}/w.pt"], "weights needs source_model"),
+    (["--source-model", "swin_tiny_patch4_window7_224", "--weights", "{tmp}/w.pt"],
+     "does not fit model swin_tiny_patch4_window7_224"),
+    (["--init-embedder", "{tmp}/none"], "not an exported embedder"),
+    (["--resume"], "--resume needs --out"),
+    (["--epochs", "many"], "invalid int value"),
+    (["--config", "{tmp}/missing.yaml"], "not found"),
+])
+def test_errors_are_one_line_exit_2(capsys, tiny_yaml, tmp_path, argv, message):
+    bad_weights(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--config" not in argv:
+        argv = ["--config", str(tiny_yaml), *argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("mona-tune: error:") and err.count("\n") == 1, err
+    assert message in err
+
+
+def test_bad_yaml(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lam: [unclosed\n")
+    assert run(capsys, "--config", path)[0] == 2
+    path.write_text("lamda: 0.5\n")
+    code, _, err = run(capsys, "--config", path)
+    assert code == 2 and "lamda" in err
+
+
+def test_compare_writes_table_json_and_figure(capsys, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("n_train: 24\nn_test: 8\nbatch_size: 8\nprobe_samples: 40\n"
+                      "num_threads: 1\ndevice: cpu\n")
+    code = main(["compare", "--task", "darcy", "--methods", "ft,mona", "--seeds", "2",
+                 "--epochs", "2", "--warmup-epochs", "1", "--config", str(config),
+                 "--out", str(tmp_path / "cmp")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "| ft |" in out and "| mona |" in out and "(pretrained encoder)" in out
+    table = json.loads((tmp_path / "cmp" / "table.json").read_text())
+    assert table["summary"]["mona"]["n"] == 2 and len(table["summary"]["ft"]["test_rel_l2"]) == 2
+    runs = json.loads((tmp_path / "cmp" / "runs.json").read_text())
+    assert all(sum("source_probe_error" in h for h in r["history"]) == 2 for r in runs)
+    assert (tmp_path / "cmp" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["compare", "--methods", "ft,nope"]) == 2
