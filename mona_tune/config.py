@@ -68,7 +68,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: str = "auto"
     bf16: bool = False
-    num_threads: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = half the "
+                                    "cores (at least 1), so that two runs on one machine do not "
+                                    "oversubscribe it (OpenMP slows down badly then)")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mona_tune.models.embedders import Embedder1D, Embedder2D, init_from_source
+from mona_tune.models.embedders import Embedder1D, Embedder2D, copy_source_norm, init_from_source
 from mona_tune.models.encoder import SwinBody
 from mona_tune.models.predictors import ClassificationHead, DenseHead
 from mona_tune.models.source import SourceModel
@@ -25,7 +25,7 @@ class TargetModel(nn.Module):
 
 
 def pool(tokens: Tensor) -> Tensor:
-    """Mean over the token grid: ``(N, h, w, D) -> (N, D)`` (the features of the probe and L_outer)."""
+    """Mean over the token grid, ``(N, h, w, D) -> (N, D)``: features of L_outer and the probe."""
     return tokens.mean(dim=(1, 2))
 
 
@@ -49,9 +49,10 @@ def build_target_model(source: SourceModel, in_channels: int, in_shape: tuple[in
         embedder = Embedder1D(in_channels, in_shape[0], grid, dim)
     else:
         raise ValueError(f"inputs must be 1D or 2D, not {in_shape}")
-    if not random_encoder:
-        init_from_source(embedder, source.patch_embed) if len(in_shape) == 2 \
-            else _copy_norm(embedder, source.patch_embed)
+    if not random_encoder and len(in_shape) == 2:
+        init_from_source(embedder, source.patch_embed)
+    elif not random_encoder:
+        copy_source_norm(embedder, source.patch_embed)
 
     with torch.no_grad():  # the encoder's output grid and width, whatever the Swin variant
         out = encoder(torch.zeros(1, *grid, dim))
@@ -63,14 +64,6 @@ def build_target_model(source: SourceModel, in_channels: int, in_shape: tuple[in
     else:
         raise ValueError(f"unknown output kind {output!r}")
     return TargetModel(embedder, encoder, predictor)
-
-
-def _copy_norm(embedder: nn.Module, patch_embed: nn.Module) -> None:
-    norm = getattr(patch_embed, "norm", None)
-    if isinstance(norm, nn.LayerNorm) and norm.weight.shape == embedder.norm.weight.shape:
-        with torch.no_grad():
-            embedder.norm.weight.copy_(norm.weight)
-            embedder.norm.bias.copy_(norm.bias)
 
 
 def embedder_spec(model: TargetModel) -> dict:

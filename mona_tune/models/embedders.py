@@ -93,7 +93,13 @@ def init_from_source(embedder: nn.Module, source_patch_embed: nn.Module) -> None
         if embedder.proj.bias is not None and src_proj.bias is not None:
             b = src_proj.bias.float()
             embedder.proj.bias.normal_(b.mean().item(), b.std().item() if b.numel() > 1 else 0.0)
-        src_norm = getattr(source_patch_embed, "norm", None)
-        if isinstance(src_norm, nn.LayerNorm) and src_norm.weight.shape == embedder.norm.weight.shape:
-            embedder.norm.weight.copy_(src_norm.weight)
-            embedder.norm.bias.copy_(src_norm.bias)
+    copy_source_norm(embedder, source_patch_embed)
+
+
+def copy_source_norm(embedder: nn.Module, source_patch_embed: nn.Module) -> None:
+    """Copy the source patch embedding's LayerNorm into the embedder's, when widths agree."""
+    norm = getattr(source_patch_embed, "norm", None)
+    if isinstance(norm, nn.LayerNorm) and norm.weight.shape == embedder.norm.weight.shape:
+        with torch.no_grad():
+            embedder.norm.weight.copy_(norm.weight)
+            embedder.norm.bias.copy_(norm.bias)

@@ -20,9 +20,11 @@ resizes them to the source model's input size and normalises them with its mean 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
 import json
+import os
 import pickle
 import sys
 import time
@@ -37,6 +39,29 @@ from torch import Tensor, nn
 from mona_tune.cache import atomic_path, cache_dir, config_key
 from mona_tune.errors import MonaError
 from mona_tune.models.encoder import DROP_PATH_RATE, SwinBody, create_timm_swin
+
+def cpu_threads(requested: int | None = None) -> int:
+    """Torch CPU threads: ``requested``, else half the usable cores (at least 1).
+
+    More threads than free cores makes OpenMP's per-operation barriers wait on descheduled
+    threads; with the small operations of the embedded model a step then becomes many times
+    slower. Half the cores leaves room for a second run (or the tests) on the same machine.
+    """
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 2) // 2)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 
 # ---------------------------------------------------------------- the embedded source model
 # Sized to train in about a minute on 2 CPU cores and reach ~97% on held-out digits.
@@ -245,7 +270,8 @@ def _pretrain(source: SourceModel, data: SourceData, recipe: dict, progress: boo
         print(f"training the embedded source model on {data.name} (once; cached in {folder})",
               file=sys.stderr, flush=True)
     gen = torch.Generator().manual_seed(recipe["seed"])
-    with torch.random.fork_rng(devices=[]):
+    threads = min(torch.get_num_threads(), cpu_threads())
+    with torch.random.fork_rng(devices=[]), torch_threads(threads):
         torch.manual_seed(recipe["seed"])
         net = _embedded_net(data.num_classes)
         x_all, y_all = data.x_pretrain, data.y_pretrain

@@ -1,4 +1,4 @@
-"""``mona-tune train``: flags (over an optional YAML file) -> TrainConfig -> Trainer -> one JSON line.
+"""``mona-tune train``: flags over an optional YAML file -> TrainConfig -> Trainer -> JSON line.
 
 Progress goes to stderr, one line per epoch; the final metrics go to stdout as ONE JSON line.
 With ``--out DIR`` a complete checkpoint is kept in ``DIR/checkpoint`` after every epoch, and at

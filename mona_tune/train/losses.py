@@ -42,7 +42,7 @@ def align_uniform(features: Tensor, labels: Tensor, t: float = 2.0) -> tuple[Ten
 
 
 def median_bandwidth(z: Tensor) -> Tensor:
-    """σ² of the median heuristic: the median squared distance between distinct points (detached)."""
+    """σ² by the median heuristic: median squared distance between distinct points (detached)."""
     d2 = sq_dists(z, z).detach()
     n = len(z)
     off = d2[~torch.eye(n, dtype=torch.bool, device=z.device)]

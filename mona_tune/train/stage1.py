@@ -58,6 +58,10 @@ def mona_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn,
     with θh and everything else at their current values. The embedder's forward pass is shared
     by the three evaluations of L_inner and its backward pass is taken once, on the combined
     token gradient (the same value, by linearity of the vector-Jacobian product).
+
+    In both forms the outer term is proportional to α (φe reaches L_outer only through the inner
+    step): with α much smaller than 1 it is a small fraction of ∇φe L_inner, and ``mona``
+    approaches ``emb``.
     """
     phi = list(model.embedder.parameters())
     theta = _encoder_params(model)

@@ -36,6 +36,7 @@ from mona_tune.cache import atomic_path
 from mona_tune.config import TrainConfig
 from mona_tune.errors import MonaError
 from mona_tune.models.assemble import build_target_model, read_embedder, write_embedder
+from mona_tune.models.source import cpu_threads
 from mona_tune.tasks import get_task
 from mona_tune.train import resources
 from mona_tune.train.probe import source_probe_error
@@ -49,7 +50,7 @@ Callback = Callable[["Trainer", dict], None]
 
 
 class TrainingDiverged(MonaError):
-    """A loss, gradient or metric became NaN or infinite: the run stops instead of looping on NaN."""
+    """A loss, gradient or metric became NaN or infinite: the run stops instead of going on."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,8 +77,7 @@ class Trainer:
         self.cfg = cfg
         self.callback = callback
         self.device = resolve_device(cfg.device)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
+        torch.set_num_threads(cpu_threads(cfg.num_threads))
 
         # shared, cached per process (never modified here)
         self.task = get_task(cfg.task)
