@@ -176,9 +176,9 @@ def build_search(args):
             raise MonaError(f"--resume: no search {args.name!r} under {storage} "
                             f"({driver.META_FILE} not found in {exp})")
         scfg = SearchConfig.model_validate({**meta["search_config"], "storage": storage})
-        if args.address:
-            scfg.address = args.address
-        scfg.dashboard = args.dashboard or scfg.dashboard
+        # the cluster is chosen anew (the original one may be gone); the rest is the search's own
+        scfg.address = args.address
+        scfg.dashboard = args.dashboard
         space = SearchSpace.model_validate(yaml.safe_load(meta["space_yaml"]))
         param_space = to_param_space(space, scfg.task, meta.get("param_space_fixed", {}))
         return scfg, space, param_space, meta["space_yaml"], True

@@ -58,6 +58,7 @@ class SearchOutcome:
     timings: dict = field(default_factory=dict)
     searcher: str | None = None
     searcher_trials: int | None = None  # trials in the Optuna study at the end
+    embedder_location: str | None = None
 
 
 # ---------------------------------------------------------------- storage helpers
@@ -144,7 +145,7 @@ def dashboard_help(url: str | None) -> str:
     token itself is never printed or logged)."""
     if not url:
         return "Ray dashboard: not running (install ray[default]; or the cluster has none)"
-    lines = [f"Ray dashboard: {url}"]
+    lines = [f"Ray dashboard: {url} (while the search runs)"]
     mode = os.environ.get("RAY_AUTH_MODE", "")
     token_on = mode.lower() == "token"
     if not mode:
@@ -342,7 +343,7 @@ def _trial_id_from_path(path: str) -> str | None:
     return None
 
 
-def _outcome(row: dict, test_key: str, max_t: int) -> tuple[str, str]:
+def _outcome(row: dict, test_key: str, max_t: int, by: str = "ASHA") -> tuple[str, str]:
     m = row["metrics"]
     if row["error"] is not None:
         text = str(row["error"]).strip().splitlines()
@@ -353,11 +354,12 @@ def _outcome(row: dict, test_key: str, max_t: int) -> tuple[str, str]:
         return "completed", f"completed {int(m.get('stage2_epoch', 0))} stage-2 epochs"
     ep = int(m.get("stage2_epoch", 0) or 0)
     epochs = int(row["config"].get("epochs", max_t) or max_t)
-    return "stopped_early", f"stopped at stage-2 epoch {ep} of {epochs}"
+    return "stopped_early", f"stopped by {by} at stage-2 epoch {ep} of {epochs}"
 
 
 def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, rows: list[dict],
-                   test_key: str, max_t: int) -> dict[str, tuple[str, str, str | None]]:
+                   test_key: str, max_t: int,
+                   stopped_by: str = "ASHA") -> dict[str, tuple[str, str, str | None]]:
     """Tag every child run with its trial's outcome.
 
     Returns trial id -> (outcome, detail, run id)."""
@@ -365,7 +367,7 @@ def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, ro
                 mr.child_runs(tracking_uri, experiment_id, parent_run_id)}
     out = {}
     for row in rows:
-        outcome, detail = _outcome(row, test_key, max_t)
+        outcome, detail = _outcome(row, test_key, max_t, stopped_by)
         run = by_trial.pop(row["trial_id"], None)
         run_id = run.info.run_id if run is not None else None
         out[row["trial_id"]] = (outcome, detail, run_id)
@@ -460,7 +462,7 @@ def _fmt(v: Any) -> str:
 def _ui_command(tracking_uri: str) -> str:
     if mr.is_sqlite(tracking_uri):
         return f"mona-tune ui --tracking-uri {shlex.quote(tracking_uri)}"
-    return f"open {tracking_uri} (the tracking server's own UI)"
+    return f"open {mr.redact(tracking_uri)} (the tracking server's own UI)"
 
 
 # ---------------------------------------------------------------- the search
@@ -481,6 +483,11 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
     def say(text: str = "") -> None:
         print(text, file=out or sys.stdout, flush=True)
 
+    if resume:
+        from ray.tune import Tuner
+
+        if not Tuner.can_restore(exp_path):
+            raise MonaError(f"--resume: {exp_path} holds no Tune experiment state to resume")
     # -- the MLflow parent run
     meta = read_meta(exp_path) if resume else None
     t0 = time.time()
@@ -520,7 +527,8 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         f"scheduler (max_t {max_t} stage-2 epochs), metric {metric} ({mode})")
     say(f"  space {scfg.space_file}; searched: "
         + ", ".join(f"{k} ~ {space.searched[k].describe()}" for k in searched))
-    say(f"  storage {exp_path}; MLflow {scfg.tracking_uri} (parent run {parent_run_id})")
+    say(f"  storage {exp_path}; MLflow {mr.redact(scfg.tracking_uri)} (parent run "
+        f"{parent_run_id})")
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # CLIReporter's live table
     # every epoch checkpoints; Tune then snapshots its state often, which resume wants
@@ -552,8 +560,6 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         from ray import tune
 
         if resume:
-            if not tune.Tuner.can_restore(exp_path):
-                raise MonaError(f"--resume: {exp_path} holds no Tune experiment state to resume")
             tuner = restore_tuner(exp_path, settings, scfg)
         else:
             tuner = build_tuner(scfg, param_space, settings, max_t=max_t, metric=metric,
@@ -567,14 +573,19 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         timings["trials_s"] = time.time() - t0
         n_study = _searcher_trials(tuner)
         if resume and n_study is not None:
-            say(f"{searcher_name}: the study holds {n_study} trials, those before the "
-                "interruption included")
+            if n_study >= len(results):
+                say(f"{searcher_name}: the study holds {n_study} trials, those before the "
+                    "interruption included")
+            else:
+                say(f"warning: {searcher_name}'s study holds {n_study} of the {len(results)} "
+                    "trials: its state was not restored from the experiment directory")
 
         # -- outcomes, best, registry, curves
         t0 = time.time()
         rows = _trial_rows(results)
+        stopped_by = "ASHA" if scfg.scheduler.kind == "asha" else "the time budget"
         recon = reconcile_runs(scfg.tracking_uri, experiment_id, parent_run_id, rows, test_key,
-                               max_t)
+                               max_t, stopped_by)
         outcome = SearchOutcome(name=scfg.name, experiment_path=exp_path,
                                 parent_run_id=parent_run_id, metric=metric, mode=mode,
                                 outcomes={k: v[0] for k, v in recon.items()},
@@ -603,6 +614,11 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
                     best_m[f"best_{k}"] = outcome.best_metrics[k]
             mr.log_metrics(scfg.tracking_uri, parent_run_id,
                            {k: v for k, v in best_m.items() if v is not None}, step=0)
+            try:
+                outcome.embedder_location = mr.embedder_location(scfg.tracking_uri,
+                                                                 outcome.best_run_id)
+            except Exception:  # informational only
+                outcome.embedder_location = None
             if scfg.register_model:
                 try:
                     mv = mr.register_embedder(
@@ -669,8 +685,10 @@ def _print_summary(o: SearchOutcome, scfg: SearchConfig, metric_name: str, count
             say(f"  embedder: runs:/{o.best_run_id}/{mr.EMBEDDER_ARTIFACT}"
                 + (f"  = models:/{mr.registered_model_name(scfg.task)}@best (version "
                    f"{o.model_version})" if o.model_version else ""))
+            if o.embedder_location:
+                say(f"    stored in {o.embedder_location}")
             say(f"  export it: mona-tune best --name {o.name} --tracking-uri "
-                f"{shlex.quote(scfg.tracking_uri)} --export DIR")
+                f"{shlex.quote(mr.redact(scfg.tracking_uri))} --export DIR")
     say(f"validation curves: {o.curves_png}")
     say(f"MLflow UI: {_ui_command(scfg.tracking_uri)}")
     t = o.timings

@@ -18,13 +18,12 @@ same child run (found by its ``ray_trial_id`` tag); epochs already in MLflow are
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 TRIAL_STATE = "mona_trial.json"
 TRAINER_DIR = "trainer"
-DEFAULT_TRAINER = "mona_tune.train.trainer:Trainer"
 # numbers in the trainer's final dict that are settings, not results
 _NOT_METRICS = frozenset({"stage1_epochs", "epochs", "seed"})
 
@@ -54,9 +52,7 @@ class TrialSettings:
     gpus_per_trial: float = 0.0
     checkpoint_every: int = 1
     searched: tuple[str, ...] = ()
-    trainer: str = DEFAULT_TRAINER
     log_embedder: bool = True
-    extra: dict = field(default_factory=dict)
 
     @property
     def val_key(self) -> str:
@@ -65,15 +61,6 @@ class TrialSettings:
     @property
     def test_key(self) -> str:
         return f"test_{self.metric}"
-
-
-class _NeverRaised(Exception):
-    pass
-
-
-def _trainer_class(spec: str):
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _numeric(metrics: dict) -> dict[str, float]:
@@ -107,8 +94,9 @@ class _TrialRun:
         self.last: dict[str, Any] | None = None
         self.last_global = max(self.logged_up_to, 0)
         self.completed = False
+        self.setup_s = 0.0
+        self.callback_s = 0.0
         self.embedder_logged = self.logged_up_to >= self.stage1_epochs and self.logged_up_to >= 0
-        self.started = time.time()
 
     # -- helpers
     def global_epoch(self, m: dict) -> int:
@@ -154,6 +142,13 @@ class _TrialRun:
 
     # -- the trainer's callback
     def on_epoch(self, trainer, metrics: dict) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._on_epoch(trainer, metrics)
+        finally:
+            self.callback_s += time.perf_counter() - t0
+
+    def _on_epoch(self, trainer, metrics: dict) -> None:
         m = _numeric(metrics)
         stage = int(m.get("stage", 2))
         if stage == 2 and not self.embedder_logged:
@@ -176,6 +171,11 @@ class _TrialRun:
     def finish(self, trainer, final: dict) -> None:
         last = dict(self.last or {})
         fin = {k: v for k, v in _numeric(final).items() if k not in _NOT_METRICS}
+        # what the search adds to a trial: set-up before fit() (TrainConfig, child run, trainer
+        # construction) and the per-epoch callbacks (MLflow, checkpoint, report to Tune); the
+        # trainer's own ``seconds`` include the callbacks of all but the last epoch
+        fin["trial_setup_s"] = self.setup_s
+        fin["trial_callback_s"] = self.callback_s
         g = int(last.get("global_epoch", self.stage1_epochs + self.cfg.epochs))
         # the last epoch's values (val metric, probe error) are in the run already
         new = {k: v for k, v in fin.items() if k not in last}
@@ -236,6 +236,7 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
 
     from mona_tune.config import TrainConfig
 
+    t_start = time.perf_counter()
     for name in ("ray.train", "ray.tune"):  # one line per checkpoint otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
     ctx = tune.get_context()
@@ -257,11 +258,8 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
         tune.report({**m, "mlflow_run_id": run.run_id, "stage": 2,
                      "stage2_epoch": int(m.get("stage2_epoch", cfg.epochs))})
         return
-    Trainer = _trainer_class(settings.trainer)
-    try:
-        from mona_tune.train.trainer import TrainingDiverged
-    except ImportError:  # another trainer class without that error type
-        TrainingDiverged = _NeverRaised  # noqa: N806
+    from mona_tune.train.trainer import Trainer, TrainingDiverged
+
     try:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
@@ -277,6 +275,7 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
             trainer = Trainer(cfg, callback=run.on_epoch)
             if cfg.stage1_epochs == 0:
                 run.log_embedder(trainer)
+        run.setup_s = time.perf_counter() - t_start
         final = trainer.fit()
         run.finish(trainer, final)
     except SystemExit:

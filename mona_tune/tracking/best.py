@@ -51,13 +51,13 @@ def find_search(tracking_uri: str, name: str, task: str | None = None):
     client = mr.get_client(tracking_uri)
     exps = _experiments(client, task)
     if not exps:
-        raise MonaError(f"--name {name}: no mona-tune experiment in {tracking_uri}")
+        raise MonaError(f"--name {name}: no mona-tune experiment in {mr.redact(tracking_uri)}")
     runs = mr.retrying(client.search_runs, [e.experiment_id for e in exps],
                        filter_string=f"tags.`{mr.TAG_SEARCH}` = '{name}' and "
                                      f"tags.`{mr.TAG_ROLE}` = 'search'",
                        order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise MonaError(f"--name {name}: no search of that name in {tracking_uri}")
+        raise MonaError(f"--name {name}: no search of that name in {mr.redact(tracking_uri)}")
     return runs[0]
 
 
@@ -77,7 +77,8 @@ def rank_trials(tracking_uri: str, *, name: str | None = None,
         task = task or "darcy"
         exps = _experiments(client, task)
         if not exps:
-            raise MonaError(f"--task {task}: no searches of that task in {tracking_uri}")
+            raise MonaError(f"--task {task}: no searches of that task in "
+                            f"{mr.redact(tracking_uri)}")
         runs, token = [], None
         while True:
             page = mr.retrying(client.search_runs, [exps[0].experiment_id],
@@ -149,7 +150,7 @@ def best_command(*, name: str | None, task: str | None, top: int, export: Path |
     ranked, metric, mode, parent = rank_trials(uri, name=name, task=task)
     if not ranked:
         where = f"search {name}" if name else f"task {task or 'darcy'}"
-        raise MonaError(f"{where}: no trial in {uri} reported {metric}")
+        raise MonaError(f"{where}: no trial in {mr.redact(uri)} reported {metric}")
     shown = ranked[:top]
     test_key = metric.replace("val_", "test_", 1)
     if as_json:
@@ -161,7 +162,8 @@ def best_command(*, name: str | None, task: str | None, top: int, export: Path |
                           for i, r in enumerate(shown)], indent=2), file=out)
     else:
         title = f"search {name}" if name else f"all searches of task {task or 'darcy'}"
-        print(f"best trials of {title} by {metric} ({mode}), {len(ranked)} ranked, store {uri}",
+        print(f"best trials of {title} by {metric} ({mode}), {len(ranked)} ranked, "
+              f"store {mr.redact(uri)}",
               file=out)
         keys = sorted({k for r in shown for k in r.searched})
         head = ["#", "run id", "trial", "outcome", metric, test_key, "probe_err", *keys]

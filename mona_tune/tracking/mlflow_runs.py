@@ -72,6 +72,13 @@ def normalize_tracking_uri(uri: str) -> str:
     return uri
 
 
+def redact(uri: str) -> str:
+    """``uri`` without a password (``http://user:secret@host`` -> ``http://user:***@host``)."""
+    import re
+
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]+):[^@/]*@", r"\1:***@", uri)
+
+
 def is_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
@@ -306,7 +313,8 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> lis
 def register_embedder(tracking_uri: str, task: str, run_id: str, *, alias: str = "best",
                       tags: dict[str, Any] | None = None):
     """Register ``runs:/<run_id>/embedder`` as a new version of ``mona-<task>-embedder`` and point
-    ``alias`` at it. Returns the model version."""
+    ``alias`` at it; a run registered before keeps its version (and the alias stays where it is).
+    Returns the model version."""
     from mlflow.exceptions import MlflowException
 
     client = get_client(tracking_uri)
@@ -318,11 +326,22 @@ def register_embedder(tracking_uri: str, task: str, run_id: str, *, alias: str =
     except MlflowException as e:
         if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
             raise
+    existing = retrying(client.search_model_versions,
+                        f"name = '{name}' and run_id = '{run_id}'")
+    if existing:  # a resumed search that had already finished: nothing new to register
+        return existing[0]
     version = retrying(client.create_model_version, name,
                        source=f"runs:/{run_id}/{EMBEDDER_ARTIFACT}", run_id=run_id,
                        tags={k: str(v) for k, v in (tags or {}).items()})
     retrying(client.set_registered_model_alias, name, alias, version.version)
     return version
+
+
+def embedder_location(tracking_uri: str, run_id: str) -> str:
+    """Where the run's ``embedder/`` artifact lives (a local path for a SQLite store)."""
+    uri = retrying(get_client(tracking_uri).get_run, run_id).info.artifact_uri
+    loc = f"{uri.rstrip('/')}/{EMBEDDER_ARTIFACT}"
+    return loc.removeprefix("file://") if loc.startswith("file:///") else loc
 
 
 def download_embedder(tracking_uri: str, run_id: str, dst: Path) -> Path:
