@@ -557,8 +557,6 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
                 timings[f"prepare_{k}"] = float(v)
 
         # -- the Tuner
-        from ray import tune
-
         if resume:
             tuner = restore_tuner(exp_path, settings, scfg)
         else:
