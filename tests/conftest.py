@@ -15,6 +15,30 @@ MATLAB_73_HEADER = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Ja
                     b"HDF5 schema 1.00 .")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one torch thread avoids OpenMP overhead and oversubscribing shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fast_source(one_thread):
+    """A 2-epoch embedded source model (its own cache key), for tests of the trainer around it."""
+    from mona_tune.models import source as source_mod
+    from mona_tune.train import resources
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"digits": 2, "cifar10": 1})
+        resources.clear()
+        yield
+        resources.clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def mona_cache(tmp_path_factory) -> Path:
     """Point ``$MONA_TUNE_CACHE`` at a session directory: tests never touch the user's cache."""

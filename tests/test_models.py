@@ -16,12 +16,7 @@ from mona_tune.models.predictors import ClassificationHead, DenseHead
 from mona_tune.models.source import SourceModel, load_source_data
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_net(embed_dim=8, num_classes=3):

@@ -16,13 +16,7 @@ from mona_tune.models.source import SourceModel
 from mona_tune.train.stage1 import emb_gradient, mona_gradient, orca_gradient
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead (and oversubscription on shared cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_net():

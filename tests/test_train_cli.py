@@ -8,19 +8,9 @@ import pytest
 import torch
 
 from mona_tune.cli import main
-from mona_tune.models import source as source_mod
-from mona_tune.train import resources
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_source():
-    before = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"digits": 2, "cifar10": 1})
-        resources.clear()
-        yield
-        resources.clear()
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("fast_source")
 
 
 @pytest.fixture

@@ -11,24 +11,12 @@ import torch
 
 from mona_tune.config import TrainConfig
 from mona_tune.errors import MonaError
-from mona_tune.models import source as source_mod
-from mona_tune.train import resources
 from mona_tune.train.trainer import Trainer, TrainingDiverged
 
 from test_models import write_cifar_dir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_source():
-    """A 2-epoch embedded source model (its own cache key) and one thread for tiny tensors."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"digits": 2, "cifar10": 1})
-        resources.clear()
-        yield
-        resources.clear()
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("fast_source")
 
 
 def tiny(**kw) -> TrainConfig:
