@@ -44,13 +44,14 @@ scheduler: {grace_period: 1, reduction_factor: 2}
 GOOD_LR = 3.0e-3
 SEED = 10  # lr sequence: good, good, useless, useless, good, useless
 
+RESUME_EPOCHS = 8
 RESUME = """
 searched:
   lam: {uniform: [0.0, 1.0]}
   inner_lr: {loguniform: [1.0e-4, 1.0e-2]}
   warmup_epochs: {randint: [1, 3]}
 fixed:
-  epochs: 5
+  epochs: 8
   batch_size: 16
   n_train: 60
   n_test: 16
@@ -191,6 +192,24 @@ def _child_state(db: Path) -> dict[str, tuple]:
     return {u: (o, s, e, n) for u, s, e, o, n in rows}
 
 
+def _running_trials(db: Path) -> set[str]:
+    rows = _sql(db, """select t.value from runs r join tags t on t.run_uuid = r.run_uuid
+                       where r.status = 'RUNNING' and t.key = 'ray_trial_id'""")
+    return {v for (v,) in rows}
+
+
+def _snapshotted_checkpoint(exp: Path, trial_ids: set[str]) -> bool:
+    """Some running trial has a checkpoint older than Tune's latest experiment snapshot."""
+    snaps = [p.stat().st_mtime for p in exp.glob("experiment_state-*.json")]
+    if not snaps:
+        return False
+    for tid in trial_ids:
+        made = [c.stat().st_mtime for c in (exp / f"trial_{tid}").glob("checkpoint_*")]
+        if made and min(made) < max(snaps) - 0.5:
+            return True
+    return False
+
+
 def test_driver_killed_then_resumed(ray_address, tmp_path, capsys, monkeypatch):
     """SIGKILL the driver once a trial has completed and others run; --resume finishes the search
     with one child run per trial, completed trials untouched, the Optuna state restored."""
@@ -217,9 +236,8 @@ def test_driver_killed_then_resumed(ray_address, tmp_path, capsys, monkeypatch):
             except sqlite3.OperationalError:
                 continue
             done = {u: v for u, v in state.items() if v[0] == "completed"}
-            # a running trial a few epochs in: Tune's snapshot (every 3 s) holds a checkpoint of it
-            running = [u for u, v in state.items() if v[1] == "RUNNING" and v[3] >= 3]
-            if done and running:
+            # a running trial whose checkpoint is in Tune's latest snapshot (written every 3 s)
+            if done and _snapshotted_checkpoint(tmp_path / "runs" / "killed", _running_trials(db)):
                 completed_at_kill = done
                 break
         assert completed_at_kill, "no trial completed in time"
@@ -235,7 +253,8 @@ def test_driver_killed_then_resumed(ray_address, tmp_path, capsys, monkeypatch):
 
     grid = _result_grid(tmp_path / "runs" / "killed")
     assert len(grid) == 6 and not grid.errors
-    assert all(r.metrics["stage2_epoch"] == 5 and "test_rel_l2" in r.metrics for r in grid)
+    assert all(r.metrics["stage2_epoch"] == RESUME_EPOCHS and "test_rel_l2" in r.metrics
+               for r in grid)
 
     client, parents, children = _runs(uri, "killed")
     assert len(parents) == 1
@@ -248,7 +267,7 @@ def test_driver_killed_then_resumed(ray_address, tmp_path, capsys, monkeypatch):
         assert c.data.tags["mona.outcome"] == "completed"
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "global_epoch")]
         assert steps == sorted(set(steps)), f"epochs logged twice in {c.info.run_id}: {steps}"
-        assert len(steps) == int(c.data.params["warmup_epochs"]) + 5
+        assert len(steps) == int(c.data.params["warmup_epochs"]) + RESUME_EPOCHS
     # trials completed before the kill were not trained again
     after = {c.info.run_id: c for c in children}
     for run_id, (_, _, end_time, _) in completed_at_kill.items():

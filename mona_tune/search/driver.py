@@ -275,7 +275,8 @@ def build_tuner(scfg: SearchConfig, param_space: dict, settings: TrialSettings, 
         name=scfg.name,
         storage_path=scfg.storage,
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=scfg.checkpoint.num_to_keep,
+            # on local storage the trials keep their checkpoints themselves (trial.prune_checkpoints)
+            num_to_keep=scfg.checkpoint.num_to_keep if _is_uri(scfg.storage) else None,
             checkpoint_score_attribute=metric,
             checkpoint_score_order=mode,
         ),
@@ -514,6 +515,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         search_name=scfg.name, task=scfg.task, metric=task.metric, mode=mode,
         cpus_per_trial=scfg.cpus_per_trial, gpus_per_trial=scfg.gpus_per_trial,
         checkpoint_every=scfg.checkpoint.every, searched=tuple(searched),
+        keep_checkpoints=None if _is_uri(scfg.storage) else scfg.checkpoint.num_to_keep,
     )
     if meta is None:
         write_meta(exp_path, {"search_config": scfg.model_dump(mode="json"),

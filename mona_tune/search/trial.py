@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ class TrialSettings:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     checkpoint_every: int = 1
+    # Local storage: the trial keeps the payload of its newest checkpoint and of its best
+    # ``keep_checkpoints - 1`` others and empties the rest itself; Tune deletes none (see
+    # ``prune_checkpoints``). None: Tune's own retention (cloud storage).
+    keep_checkpoints: int | None = None
     searched: tuple[str, ...] = ()
     log_embedder: bool = True
 
@@ -73,6 +78,51 @@ def _numeric(metrics: dict) -> dict[str, float]:
         elif hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # numpy / torch scalars
             out[k] = v.item()
     return out
+
+
+def _checkpoint_states(trial_dir: Path) -> list[tuple[Path, dict]]:
+    """The trial's checkpoint folders that still hold a trainer state, with their trial state."""
+    out = []
+    for d in sorted(trial_dir.glob("checkpoint_*")):
+        try:
+            state = json.loads((d / TRIAL_STATE).read_text())
+        except (OSError, ValueError):
+            continue
+        if (d / TRAINER_DIR).is_dir():
+            out.append((d, state))
+    return out
+
+
+def prune_checkpoints(trial_dir: Path, keep: int, mode: str) -> None:
+    """Empty all but the newest and the ``keep - 1`` best checkpoints of a trial (local storage).
+
+    Tune's own retention deletes whole checkpoint folders as soon as a better one arrives, while
+    its experiment snapshot (which ``--resume`` reads) is written every few seconds: a driver
+    killed in between leaves a snapshot naming a deleted checkpoint, and Tune then refuses to
+    restore the trial. Here the folders stay (only the trainer state inside is removed), and a
+    restore takes the newest checkpoint that still holds a state (:func:`newest_checkpoint`).
+    """
+    states = _checkpoint_states(trial_dir)
+    if len(states) <= keep:
+        return
+    newest = max(states, key=lambda s: s[1].get("global_epoch", -1))
+    sign = 1.0 if mode == "min" else -1.0
+
+    def rank(item):
+        score = item[1].get("score")
+        return sign * score if isinstance(score, (int, float)) and math.isfinite(score) else math.inf
+
+    others = sorted((s for s in states if s is not newest), key=rank)
+    for d, _ in others[keep - 1:]:
+        shutil.rmtree(d / TRAINER_DIR, ignore_errors=True)
+
+
+def newest_checkpoint(path: Path) -> Path:
+    """The newest checkpoint folder beside ``path`` (Tune's choice) that still holds a state."""
+    states = _checkpoint_states(path.parent)
+    if not states:
+        return path
+    return max(states, key=lambda s: s[1].get("global_epoch", -1))[0]
 
 
 class _TrialRun:
@@ -113,30 +163,32 @@ class _TrialRun:
             mr.log_artifacts(self.s.tracking_uri, self.run_id, path, mr.EMBEDDER_ARTIFACT)
         self.embedder_logged = True
 
-    def checkpoint(self, trainer, global_epoch: int):
+    def checkpoint(self, trainer, global_epoch: int, score: float | None):
         from ray import tune
 
         d = Path(tempfile.mkdtemp(prefix="mona-ckpt-"))
         trainer.save_checkpoint(d / TRAINER_DIR)
         (d / TRIAL_STATE).write_text(json.dumps({
             "run_id": self.run_id, "trial_id": self.trial_id, "global_epoch": global_epoch,
+            "score": score,
         }))
         return d, tune.Checkpoint.from_directory(str(d))
 
     def report(self, trainer, metrics: dict, *, final: bool = False) -> None:
-        import shutil
-
         from ray import tune
 
         g = int(metrics["global_epoch"])
         metrics = {**metrics, "mlflow_run_id": self.run_id}
         with_ckpt = final or g % self.s.checkpoint_every == 0
         if with_ckpt:
-            d, ckpt = self.checkpoint(trainer, g)
+            d, ckpt = self.checkpoint(trainer, g, metrics.get(self.s.val_key))
             try:
                 tune.report(metrics, checkpoint=ckpt)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
+            if self.s.keep_checkpoints:
+                prune_checkpoints(Path(tune.get_context().get_trial_dir()),
+                                  self.s.keep_checkpoints, self.s.mode)
         else:
             tune.report(metrics)
 
@@ -264,8 +316,11 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
-                state = json.loads((Path(d) / TRIAL_STATE).read_text())
-                trainer = Trainer.from_checkpoint(Path(d) / TRAINER_DIR, callback=run.on_epoch)
+                d = Path(d)
+                if settings.keep_checkpoints:  # local storage, checkpoints kept by the trial
+                    d = newest_checkpoint(d)
+                state = json.loads((d / TRIAL_STATE).read_text())
+                trainer = Trainer.from_checkpoint(d / TRAINER_DIR, callback=run.on_epoch)
             if state.get("run_id") != run.run_id:
                 logger.warning("checkpoint of run %s restored into run %s", state.get("run_id"),
                                run.run_id)
