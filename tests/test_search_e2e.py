@@ -52,8 +52,8 @@ searched:
   warmup_epochs: {randint: [1, 3]}
 fixed:
   epochs: 8
-  batch_size: 16
-  n_train: 60
+  batch_size: 4      # epochs slow enough that the driver can be killed mid-search
+  n_train: 200
   n_test: 16
   resolution: 29
   device: cpu
@@ -222,12 +222,13 @@ def test_driver_killed_then_resumed(ray_address, tmp_path, capsys, monkeypatch):
     log = open(tmp_path / "driver.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "mona_tune.cli", *args, "--address",
                              ray_address], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                      "TUNE_GLOBAL_CHECKPOINT_S": "1"})
     completed_at_kill: dict[str, tuple] = {}
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
-            time.sleep(1.0)
+            time.sleep(0.5)
             assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             if not db.exists():
                 continue

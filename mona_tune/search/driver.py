@@ -516,6 +516,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         cpus_per_trial=scfg.cpus_per_trial, gpus_per_trial=scfg.gpus_per_trial,
         checkpoint_every=scfg.checkpoint.every, searched=tuple(searched),
         keep_checkpoints=None if _is_uri(scfg.storage) else scfg.checkpoint.num_to_keep,
+        experiment_path="" if _is_uri(scfg.storage) else str(exp_path),
     )
     if meta is None:
         write_meta(exp_path, {"search_config": scfg.model_dump(mode="json"),

@@ -56,6 +56,7 @@ class TrialSettings:
     # ``keep_checkpoints - 1`` others and empties the rest itself; Tune deletes none (see
     # ``prune_checkpoints``). None: Tune's own retention (cloud storage).
     keep_checkpoints: int | None = None
+    experiment_path: str = ""  # local storage: <storage>/<name>, the trials' folders in it
     searched: tuple[str, ...] = ()
     log_embedder: bool = True
 
@@ -187,7 +188,7 @@ class _TrialRun:
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             if self.s.keep_checkpoints:
-                prune_checkpoints(Path(tune.get_context().get_trial_dir()),
+                prune_checkpoints(Path(self.s.experiment_path) / f"trial_{self.trial_id}",
                                   self.s.keep_checkpoints, self.s.mode)
         else:
             tune.report(metrics)
