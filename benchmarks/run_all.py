@@ -12,12 +12,16 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+# figures the scripts write under benchmarks/out/ that RESULTS.md shows (kept in benchmarks/figures/)
+FIGURES = {"methods_table.py": ("out/methods/curves.png", "figures/methods-curves.png")}
 
 # (script, arguments, question it answers)
 BENCHMARKS = [
@@ -57,10 +61,16 @@ def main() -> int:
             failed.append(script)
         lines = proc.stdout.strip().splitlines()
         headline = lines[-1] if lines else "(no output)"
+        figure = ""
+        if script in FIGURES and (HERE / FIGURES[script][0]).exists():
+            src, dst = (HERE / f for f in FIGURES[script])
+            dst.parent.mkdir(exist_ok=True)
+            shutil.copyfile(src, dst)
+            figure = f"\n![{script}]({FIGURES[script][1]})\n"
         sections.append(
             f"## {script.removesuffix('.py')}: {question}\n\n"
             f"`python benchmarks/{script}` — {status}, {seconds:.0f} s\n\n"
-            f"**{headline}**\n\n```\n{proc.stdout.strip()}\n```\n"
+            f"**{headline}**\n\n```\n{proc.stdout.strip()}\n```\n{figure}"
         )
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
