@@ -192,10 +192,14 @@ def _child_state(db: Path) -> dict[str, tuple]:
     return {u: (o, s, e, n) for u, s, e, o, n in rows}
 
 
-def _running_trials(db: Path) -> set[str]:
-    rows = _sql(db, """select t.value from runs r join tags t on t.run_uuid = r.run_uuid
-                       where r.status = 'RUNNING' and t.key = 'ray_trial_id'""")
-    return {v for (v,) in rows}
+def _running_trials(db: Path) -> dict[str, int]:
+    """ray trial id -> global epochs logged, of the trials whose child run is RUNNING."""
+    rows = _sql(db, """
+        select t.value, (select count(*) from metrics m where m.run_uuid = r.run_uuid
+                                                         and m.key = 'global_epoch')
+        from runs r join tags t on t.run_uuid = r.run_uuid
+        where r.status = 'RUNNING' and t.key = 'ray_trial_id'""")
+    return {v: n for v, n in rows}
 
 
 def _snapshotted_checkpoint(exp: Path, trial_ids: set[str]) -> bool:
@@ -237,8 +241,10 @@ def test_driver_killed_then_resumed(ray_address, tmp_path, capsys, monkeypatch):
             except sqlite3.OperationalError:
                 continue
             done = {u: v for u, v in state.items() if v[0] == "completed"}
-            # a running trial whose checkpoint is in Tune's latest snapshot (written every 3 s)
-            if done and _snapshotted_checkpoint(tmp_path / "runs" / "killed", _running_trials(db)):
+            # a running trial, several epochs from its end, whose checkpoint is in Tune's latest
+            # snapshot (written every second here): resume must continue it from that checkpoint
+            early = {t for t, n in _running_trials(db).items() if n <= RESUME_EPOCHS - 2}
+            if done and _snapshotted_checkpoint(tmp_path / "runs" / "killed", early):
                 completed_at_kill = done
                 break
         assert completed_at_kill, "no trial completed in time"
