@@ -30,7 +30,7 @@ from typing import Any
 
 from mona_tune.config import SearchConfig, SearchSpace
 from mona_tune.errors import MonaError
-from mona_tune.search.trial import TrialSettings, run_trial
+from mona_tune.search.trial import TrialSettings, run_trial, trial_dir_name
 from mona_tune.tracking import mlflow_runs as mr
 
 logger = logging.getLogger(__name__)
@@ -253,9 +253,8 @@ def _trainable(settings: TrialSettings, cpus: float, gpus: float):
                                resources={"cpu": cpus, "gpu": gpus})
 
 
-def trial_dirname(trial) -> str:
-    """``trial_<id>``: Tune's default repeats every fixed field in each directory name."""
-    return f"trial_{trial.trial_id}"
+def _trial_dirname(trial) -> str:
+    return trial_dir_name(trial.trial_id)
 
 
 def build_tuner(scfg: SearchConfig, param_space: dict, settings: TrialSettings, *, max_t: int,
@@ -269,7 +268,7 @@ def build_tuner(scfg: SearchConfig, param_space: dict, settings: TrialSettings, 
         num_samples=scfg.num_samples,
         reuse_actors=scfg.reuse_actors,
         time_budget_s=scfg.time_budget_s,
-        trial_dirname_creator=trial_dirname,
+        trial_dirname_creator=_trial_dirname,
     )
     run_config = tune.RunConfig(
         name=scfg.name,

@@ -81,6 +81,11 @@ def _numeric(metrics: dict) -> dict[str, float]:
     return out
 
 
+def trial_dir_name(trial_id: str) -> str:
+    """``trial_<id>``: Tune's default repeats every fixed field in each directory name."""
+    return f"trial_{trial_id}"
+
+
 def _checkpoint_states(trial_dir: Path) -> list[tuple[Path, dict]]:
     """The trial's checkpoint folders that still hold a trainer state, with their trial state."""
     out = []
@@ -188,7 +193,7 @@ class _TrialRun:
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             if self.s.keep_checkpoints:
-                prune_checkpoints(Path(self.s.experiment_path) / f"trial_{self.trial_id}",
+                prune_checkpoints(Path(self.s.experiment_path) / trial_dir_name(self.trial_id),
                                   self.s.keep_checkpoints, self.s.mode)
         else:
             tune.report(metrics)
