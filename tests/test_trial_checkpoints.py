@@ -1,0 +1,43 @@
+"""Checkpoint retention done by the trials themselves on local storage (no Ray needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mona_tune.search.trial import TRAINER_DIR, TRIAL_STATE, newest_checkpoint, prune_checkpoints
+
+
+def _checkpoints(trial_dir: Path, scores: list[float]) -> list[Path]:
+    out = []
+    for i, score in enumerate(scores):
+        d = trial_dir / f"checkpoint_{i:06d}"
+        (d / TRAINER_DIR).mkdir(parents=True)
+        (d / TRAINER_DIR / "trainer.pt").write_bytes(b"state")
+        (d / TRIAL_STATE).write_text(json.dumps({"global_epoch": i + 1, "score": score}))
+        out.append(d)
+    return out
+
+
+def test_keeps_newest_and_best_folders_stay(tmp_path):
+    ckpts = _checkpoints(tmp_path, [0.5, 0.2, 0.4, 0.3, 0.6])
+    prune_checkpoints(tmp_path, keep=2, mode="min")
+    with_state = [d.name for d in ckpts if (d / TRAINER_DIR).is_dir()]
+    # the newest (epoch 5) and the best (score 0.2) keep their state
+    assert with_state == ["checkpoint_000001", "checkpoint_000004"]
+    assert all(d.is_dir() and (d / TRIAL_STATE).is_file() for d in ckpts)  # folders stay for Tune
+
+
+def test_max_mode_keeps_the_highest(tmp_path):
+    ckpts = _checkpoints(tmp_path, [0.9, 0.1, 0.5])
+    prune_checkpoints(tmp_path, keep=2, mode="max")
+    assert [d.name for d in ckpts if (d / TRAINER_DIR).is_dir()] == ["checkpoint_000000",
+                                                                     "checkpoint_000002"]
+
+
+def test_restore_takes_the_newest_checkpoint_with_a_state(tmp_path):
+    ckpts = _checkpoints(tmp_path, [0.5, 0.2, 0.4, 0.3])
+    prune_checkpoints(tmp_path, keep=2, mode="min")
+    # a stale snapshot names an emptied checkpoint: the newest complete one is restored instead
+    assert newest_checkpoint(ckpts[0]) == ckpts[3]
+    assert newest_checkpoint(ckpts[3]) == ckpts[3]
