@@ -182,23 +182,17 @@ def _warn_multinode(scfg: SearchConfig, say) -> None:
 
 
 # ---------------------------------------------------------------- caches
-def _prepare_remote(cfg_values: dict) -> dict:
-    """Runs in a Ray worker with a trial's resources: generate the data and build the source model
-    into the disk caches once, before trials race for them."""
-    from mona_tune.search.warmup import warm_caches
-
-    return warm_caches(cfg_values)
-
-
 def warm_caches(cfg_values: dict, cpus: float, gpus: float) -> dict:
     """Generating data and training the embedded source model happen once, before any trial, in
     a task that may use several cores (trials are limited to ``cpus_per_trial`` threads)."""
     import ray
 
+    from mona_tune.search.warmup import fill_caches
+
     total = float(ray.available_resources().get("CPU", cpus) or cpus)
     cpus = max(cpus, min(total, 8.0))
     cfg_values = {**cfg_values, "num_threads": cfg_values.get("num_threads") or int(cpus)}
-    fn = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_prepare_remote)
+    fn = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(fill_caches)
     try:
         return ray.get(fn.remote(cfg_values))
     except ray.exceptions.RayTaskError as e:

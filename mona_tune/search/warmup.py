@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 
-def warm_caches(cfg_values: dict) -> dict:
+def fill_caches(cfg_values: dict) -> dict:
     """Load the task data and the source model of ``cfg_values`` (the search's fixed fields);
-    returns the seconds each took. Runs in a Ray worker (see ``driver.warm_caches``): generated data
+    returns the seconds each took. Runs in a Ray worker (started by ``driver.warm_caches``): generated data
     and the trained embedded source model land in the user cache, where every trial finds them."""
     import torch
 
