@@ -14,12 +14,28 @@ from pathlib import Path
 import platformdirs
 
 
+# cache entries (``<kind>/<key>`` folders) this process has used: what a prepared node ships to
+# the other nodes of a cluster (``search.warmup``)
+_USED: set[tuple[str, ...]] = set()
+
+
+def cache_root() -> Path:
+    """``$MONA_TUNE_CACHE`` or the platform's user cache directory."""
+    return Path(os.environ.get("MONA_TUNE_CACHE") or platformdirs.user_cache_dir("mona-tune"))
+
+
 def cache_dir(*parts: str) -> Path:
-    """``$MONA_TUNE_CACHE`` or the platform's user cache directory, with ``parts`` appended."""
-    root = Path(os.environ.get("MONA_TUNE_CACHE") or platformdirs.user_cache_dir("mona-tune"))
-    path = root.joinpath(*parts)
+    """``cache_root()`` with ``parts`` appended, created."""
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
+    if len(parts) >= 2:
+        _USED.add(tuple(parts))
     return path
+
+
+def used_entries() -> list[tuple[str, ...]]:
+    """The cache entries (``cache_dir(kind, key)`` folders) used in this process so far."""
+    return sorted(_USED)
 
 
 def config_key(params: dict) -> str:

@@ -90,7 +90,8 @@ def _run_train(args) -> int:
 
 # ---------------------------------------------------------------- search, best, ui
 def _add_search(sub) -> None:
-    from mona_tune.search.cli_args import add_best_arguments, add_search_arguments, add_ui_arguments
+    from mona_tune.search.cli_args import (add_best_arguments, add_search_arguments,
+                                           add_tracking_server_arguments, add_ui_arguments)
 
     search = sub.add_parser("search", help="Ray Tune search (ASHA + Optuna) tracked in MLflow")
     add_search_arguments(search)
@@ -98,6 +99,9 @@ def _add_search(sub) -> None:
     add_best_arguments(best)
     ui = sub.add_parser("ui", help="open the MLflow UI on the tracking store (127.0.0.1)")
     add_ui_arguments(ui)
+    server = sub.add_parser("tracking-server",
+                            help="the MLflow server for a cluster: PostgreSQL, proxied artifacts")
+    add_tracking_server_arguments(server)
 
 
 # ---------------------------------------------------------------- compare

@@ -256,6 +256,7 @@ class SearchConfig(BaseModel):
     gpus_per_trial: float = Field(0.0, ge=0)
     max_failures: int = Field(1, ge=-1, description="retries of a failing trial (-1: forever)")
     address: str | None = None
+    prepare_timeout_s: float = Field(1800.0, gt=0, description="deadline of the cache warm-up")
     dashboard: bool = False
     dashboard_port: int = Field(8265, ge=1, le=65535)
     reuse_actors: bool = True

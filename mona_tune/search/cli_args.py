@@ -73,6 +73,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="best checkpoints kept per trial, plus the latest (default: space file, 2)")
     g.add_argument("--address", default=None,
                    help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--prepare-timeout", type=float, default=1800.0, dest="prepare_timeout_s",
+                   help="seconds for generating the data and training the embedded source model "
+                        "before the trials (default 1800)")
     g.add_argument("--dashboard", action="store_true",
                    help="start the Ray dashboard on 127.0.0.1 and print how to open it")
     g.add_argument("--dashboard-port", type=int, default=8265)
@@ -112,6 +115,28 @@ def add_ui_arguments(p: argparse.ArgumentParser) -> None:
                    help="tracking store (default: $MLFLOW_TRACKING_URI or "
                         "sqlite:///<cwd>/mlflow.db)")
     p.set_defaults(func=run_ui_command)
+
+
+def add_tracking_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Start the MLflow tracking server a cluster's trials log to: a database store (PostgreSQL "
+        "recommended) with proxied artifacts, so worker nodes need neither database drivers nor "
+        "access to the artifact store. Bound to 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--backend-store-uri", default=None,
+                   help="postgresql://USER@HOST:PORT/DB (pip install 'mona-tune[postgres]'), or "
+                        "sqlite:///PATH for one machine (default: $MLFLOW_TRACKING_URI when it is "
+                        "a store, else sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--artifacts-destination", default=None,
+                   help="where the server keeps artifacts: a folder or s3://bucket/prefix "
+                        "(default: mlartifacts/ beside a SQLite file, else ./mlartifacts)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1; 0.0.0.0 for the cluster's nodes)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--allowed-hosts", default="",
+                   help="comma-separated host names clients use in --tracking-uri (e.g. "
+                        "head-node,10.0.0.5); loopback is always allowed")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    p.set_defaults(func=run_tracking_server_command)
 
 
 # ---------------------------------------------------------------- search
@@ -201,6 +226,8 @@ def build_search(args):
         raise MonaError(f"--reduction-factor {args.reduction_factor}: must be above 1")
     if args.cpus_per_trial <= 0:
         raise MonaError(f"--cpus-per-trial {args.cpus_per_trial}: must be positive")
+    if args.prepare_timeout_s <= 0:
+        raise MonaError(f"--prepare-timeout {args.prepare_timeout_s}: must be positive")
     if args.gpus_per_trial < 0:
         raise MonaError(f"--gpus-per-trial {args.gpus_per_trial}: must not be negative")
 
@@ -237,6 +264,7 @@ def build_search(args):
         scheduler=scheduler, checkpoint=CheckpointSpec.model_validate(ckpt),
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_failures=args.max_failures, address=args.address, dashboard=args.dashboard,
+        prepare_timeout_s=args.prepare_timeout_s,
         dashboard_port=args.dashboard_port, register_model=not args.no_register,
         verbose=0 if args.quiet else 1,
     )
@@ -265,3 +293,21 @@ def run_ui_command(args) -> int:
     from mona_tune.tracking.ui import serve_ui
 
     return serve_ui(host=args.host, port=args.port, tracking_uri=args.tracking_uri)
+
+
+def run_tracking_server_command(args) -> int:
+    import os
+
+    from mona_tune.tracking.mlflow_runs import default_tracking_uri, normalize_tracking_uri
+    from mona_tune.tracking.server import serve
+
+    uri = args.backend_store_uri
+    if uri is None:
+        env = os.environ.get("MLFLOW_TRACKING_URI", "")
+        uri = env if env and not env.startswith(("http://", "https://")) else None
+    uri = normalize_tracking_uri(uri) if uri else default_tracking_uri()
+    if args.workers < 1:
+        raise MonaError(f"--workers {args.workers}: must be at least 1")
+    hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
+    return serve(backend_store_uri=uri, artifacts_destination=args.artifacts_destination,
+                 host=args.host, port=args.port, hosts=hosts, workers=args.workers)

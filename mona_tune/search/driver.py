@@ -21,17 +21,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mona_tune.config import SearchConfig, SearchSpace
 from mona_tune.errors import MonaError
+from mona_tune.search import cluster
+from mona_tune.search.summary import plot_curves, print_summary
 from mona_tune.search.trial import TrialSettings, run_trial, trial_dir_name
+from mona_tune.search.warmup import prepare_nodes
 from mona_tune.tracking import mlflow_runs as mr
+from mona_tune.tracking.server import check_store, local_dir
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class SearchOutcome:
     searcher: str | None = None
     searcher_trials: int | None = None  # trials in the Optuna study at the end
     embedder_location: str | None = None
+    nodes: dict = field(default_factory=dict)  # 'IP (node id)' -> trials that ran there
 
 
 # ---------------------------------------------------------------- storage helpers
@@ -116,90 +119,35 @@ def _put_file(local: Path, target: str) -> None:
         f.write(Path(local).read_bytes())
 
 
-# ---------------------------------------------------------------- Ray
-def start_ray(address: str | None, *, dashboard: bool,
-              dashboard_port: int) -> tuple[bool, str | None]:
-    """Join ``address`` (or ``$RAY_ADDRESS``) or start a local Ray. Returns (started here,
-    dashboard URL). A Ray already initialised in this process is used as it is."""
-    import ray
-
-    if ray.is_initialized():
-        ctx = ray.get_runtime_context()
-        url = getattr(ctx, "dashboard_url", None)
-        return False, url
-    address = address or os.environ.get("RAY_ADDRESS")
-    common = dict(log_to_driver=True, logging_level=logging.WARNING)
-    if address:
-        info = ray.init(address=address, **common)
+# ---------------------------------------------------------------- the cluster
+def preflight_spec(scfg: SearchConfig, fixed: dict) -> cluster.PreflightSpec:
+    """What every node of the cluster must see: the storage, the tracking store (a SQLite file's
+    folder, a database store's local artifact root), the input files named in ``fixed``."""
+    spec = cluster.PreflightSpec(storage=scfg.storage, tracking_uri=scfg.tracking_uri)
+    db = mr.sqlite_path(scfg.tracking_uri)
+    if db is not None:
+        spec.shared_dirs.append(("the SQLite tracking store's folder", str(db.parent)))
     else:
-        info = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                        dashboard_port=dashboard_port, **common)
-    url = getattr(info, "dashboard_url", None) or None
-    if url and not url.startswith("http"):
-        url = "http://" + url
-    return True, url
+        artifacts = local_dir(mr.planned_artifact_location(scfg.tracking_uri, scfg.task))
+        if artifacts:
+            spec.shared_dirs.append(("the MLflow artifact root", artifacts))
+    for key, label in (("data_dir", "--data-dir"), ("weights", "--weights")):
+        if fixed.get(key):
+            spec.inputs.append((label, str(fixed[key])))
+    source = str(fixed.get("source_data") or "")
+    if ":" in source:
+        spec.inputs.append(("--source-data", source.split(":", 1)[1]))
+    return spec
 
 
-def dashboard_help(url: str | None) -> str:
-    """How to open the dashboard and, with token authentication, where the token is kept (the
-    token itself is never printed or logged)."""
-    if not url:
-        return "Ray dashboard: not running (install ray[default]; or the cluster has none)"
-    lines = [f"Ray dashboard: {url} (while the search runs)"]
-    mode = os.environ.get("RAY_AUTH_MODE", "")
-    token_on = mode.lower() == "token"
-    if not mode:
-        try:
-            from ray._private.authentication import authentication_utils as au
-
-            token_on = bool(au.is_token_auth_enabled())
-        except Exception:  # older Ray: no token authentication
-            token_on = False
-    if token_on:
-        where = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
-        if os.environ.get("RAY_AUTH_TOKEN"):
-            where = "$RAY_AUTH_TOKEN"
-        lines.append(
-            "  token authentication is on: the page asks for the cluster token; print it with "
-            f"`ray get-auth-token` (it is kept in {where}); for HTTP clients send "
-            "`Authorization: Bearer $(ray get-auth-token)`")
-    return "\n".join(lines)
-
-
-def _warn_multinode(scfg: SearchConfig, say) -> None:
-    """A SQLite store and a local storage path are only visible on this machine."""
-    import ray
-
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    if len(alive) <= 1:
-        return
-    if mr.is_sqlite(scfg.tracking_uri):
-        say(f"warning: {len(alive)} Ray nodes but a SQLite tracking store ({scfg.tracking_uri}); "
-            "trials on other nodes need --tracking-uri http://<mlflow server> (cluster/README.md)")
-    if not _is_uri(scfg.storage):
-        say(f"warning: {len(alive)} Ray nodes; --storage {scfg.storage} must be a shared "
-            "filesystem or a URI (s3://, gs://) for checkpoints and --resume")
-
-
-# ---------------------------------------------------------------- caches
-def warm_caches(cfg_values: dict, cpus: float, gpus: float) -> dict:
-    """Generating data and training the embedded source model happen once, before any trial, in
-    a task that may use several cores (trials are limited to ``cpus_per_trial`` threads)."""
-    import ray
-
-    from mona_tune.search.warmup import fill_caches
-
-    total = float(ray.available_resources().get("CPU", cpus) or cpus)
-    cpus = max(cpus, min(total, 8.0))
-    cfg_values = {**cfg_values, "num_threads": cfg_values.get("num_threads") or int(cpus)}
-    fn = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(fill_caches)
-    try:
-        return ray.get(fn.remote(cfg_values))
-    except ray.exceptions.RayTaskError as e:
-        cause = e.as_instanceof_cause()
-        if isinstance(cause, MonaError) or type(cause).__name__.startswith("MonaError"):
-            raise MonaError(str(cause.args[0] if cause.args else cause)) from None
-        raise
+def _trials_per_node(tracking_uri: str, experiment_id: str, parent_run_id: str) -> dict:
+    out: dict[str, int] = {}
+    for run in mr.child_runs(tracking_uri, experiment_id, parent_run_id):
+        ip, node_id = run.data.tags.get(mr.TAG_NODE_IP), run.data.tags.get(mr.TAG_NODE_ID)
+        if node_id:
+            key = f"{ip} ({node_id[:8]})"
+            out[key] = out.get(key, 0) + 1
+    return out
 
 
 # ---------------------------------------------------------------- the Tuner
@@ -389,76 +337,6 @@ def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, ro
     return out
 
 
-def plot_curves(rows: list[dict], metric: str, outcomes: dict, best_trial: str | None,
-                path: Path, title: str) -> Path:
-    """All trials' validation curves; stage-1 epochs at x <= 0, early-stopped trials end in ×,
-    failed ones in a red ×, the best trial drawn thick."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    any_positive = False
-    for row in rows:
-        df = row["df"]
-        if df is None or metric not in getattr(df, "columns", []) or df.empty:
-            continue
-        df = df.dropna(subset=[metric])
-        if df.empty:
-            continue
-        if "global_epoch" in df.columns and "stage" in df.columns:
-            is2 = df["stage"] == 2
-            s1 = int(df.loc[is2, "global_epoch"].min() - 1) if is2.any() \
-                else int(df["global_epoch"].max())
-            x = df["global_epoch"].astype(float) - s1
-        else:
-            x = df["stage2_epoch"].astype(float)
-        y = df[metric].astype(float)
-        any_positive = any_positive or bool((y > 0).all())
-        outcome = outcomes.get(row["trial_id"], ("?",))[0]
-        best = row["trial_id"] == best_trial
-        label = row["trial_id"] + (" (best)" if best else "")
-        lw, alpha, z = (2.6, 1.0, 3) if best else (1.1, 0.75, 2)
-        s2 = (x > 0).to_numpy()
-        line, = ax.plot(x[s2], y[s2], "-o", ms=2.5, lw=lw, alpha=alpha, label=label, zorder=z)
-        if (~s2).any():  # stage 1, dashed, joined to the first stage-2 epoch
-            k = int(s2.argmax()) + 1 if s2.any() else len(x)
-            ax.plot(x.iloc[:k], y.iloc[:k], "--o", ms=2.0, lw=lw * 0.8, alpha=alpha * 0.8,
-                    color=line.get_color(), zorder=z)
-        if outcome == "stopped_early":
-            ax.plot(x.iloc[-1], y.iloc[-1], "x", ms=9, mew=2, color=line.get_color(), zorder=4)
-        elif outcome == "failed":
-            ax.plot(x.iloc[-1], y.iloc[-1], "x", ms=10, mew=2.5, color="red", zorder=4)
-    ax.axvline(0.5, color="0.6", lw=0.8, ls="--")
-    ax.set_xlabel("stage-2 epoch (stage-1 epochs at ≤ 0)")
-    ax.set_ylabel(metric)
-    if any_positive:
-        ax.set_yscale("log")
-    ax.set_title(title + "   (dashed: stage 1; × early-stopped; red ×: failed)", fontsize=9)
-    ax.grid(alpha=0.3)
-    handles, _ = ax.get_legend_handles_labels()
-    if handles and len(handles) <= 16:
-        ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _ui_command(tracking_uri: str) -> str:
-    if mr.is_sqlite(tracking_uri):
-        return f"mona-tune ui --tracking-uri {shlex.quote(tracking_uri)}"
-    return f"open {mr.redact(tracking_uri)} (the tracking server's own UI)"
-
-
 # ---------------------------------------------------------------- the search
 def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, resume: bool,
                space_yaml: str, out=None) -> SearchOutcome:
@@ -482,50 +360,9 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
 
         if not Tuner.can_restore(exp_path):
             raise MonaError(f"--resume: {exp_path} holds no Tune experiment state to resume")
-    # -- the MLflow parent run
-    meta = read_meta(exp_path) if resume else None
-    t0 = time.time()
-    experiment_id = mr.ensure_experiment(scfg.tracking_uri, scfg.task)
-    if meta is not None:
-        parent_run_id = meta["parent_run_id"]
-        mr.reopen_run(scfg.tracking_uri, parent_run_id)
-    else:
-        params = {"task": scfg.task, "search": scfg.search, "scheduler": scfg.scheduler.kind,
-                  "grace_period": scfg.scheduler.grace_period,
-                  "reduction_factor": scfg.scheduler.reduction_factor, "max_t": max_t,
-                  "seed": scfg.seed, "num_samples": scfg.num_samples,
-                  "max_concurrent": scfg.max_concurrent, "cpus_per_trial": scfg.cpus_per_trial,
-                  "gpus_per_trial": scfg.gpus_per_trial, "max_failures": scfg.max_failures,
-                  "space_file": scfg.space_file, "searched": ",".join(searched),
-                  "storage": exp_path, "metric": metric, "mode": mode}
-        params.update({f"fixed.{k}": v for k, v in param_space.items() if k not in searched})
-        parent_run_id = mr.start_parent_run(scfg.tracking_uri, experiment_id, name=scfg.name,
-                                            task=scfg.task, params=params, space_yaml=space_yaml)
-    timings["mlflow_setup_s"] = time.time() - t0
-
-    settings = TrialSettings(
-        tracking_uri=scfg.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,
-        search_name=scfg.name, task=scfg.task, metric=task.metric, mode=mode,
-        cpus_per_trial=scfg.cpus_per_trial, gpus_per_trial=scfg.gpus_per_trial,
-        checkpoint_every=scfg.checkpoint.every, searched=tuple(searched),
-        keep_checkpoints=None if _is_uri(scfg.storage) else scfg.checkpoint.num_to_keep,
-        experiment_path="" if _is_uri(scfg.storage) else str(exp_path),
-    )
-    if meta is None:
-        write_meta(exp_path, {"search_config": scfg.model_dump(mode="json"),
-                              "space_yaml": space_yaml, "param_space_fixed": {
-                                  k: v for k, v in param_space.items() if k not in searched},
-                              "parent_run_id": parent_run_id, "experiment_id": experiment_id,
-                              "settings": asdict(settings), "created": time.time()})
-
-    say(f"search {scfg.name}: task {scfg.task}, {scfg.num_samples} trials "
-        f"({scfg.max_concurrent} at a time), {scfg.search} search, {scfg.scheduler.kind} "
-        f"scheduler (max_t {max_t} stage-2 epochs), metric {metric} ({mode})")
-    say(f"  space {scfg.space_file}; searched: "
-        + ", ".join(f"{k} ~ {space.searched[k].describe()}" for k in searched))
-    say(f"  storage {exp_path}; MLflow {mr.redact(scfg.tracking_uri)} (parent run "
-        f"{parent_run_id})")
-
+    # the tracking store answers, before Ray starts (seconds, not MLflow's retries)
+    check_store(scfg.tracking_uri)
+    env = cluster.forwarded_env()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # CLIReporter's live table
     # every epoch checkpoints; Tune then snapshots its state often, which resume wants
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -533,23 +370,83 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         # snapshot the experiment (trials, checkpoints, searcher) every few seconds, not Tune's
         # adaptive >= 10 s: a trial started after the last snapshot is lost to --resume
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
+    fixed = {k: v for k, v in param_space.items() if k not in searched}
     started = False
+    parent_run_id = None
     try:
-        # -- Ray
+        # -- Ray, and every node checked before anything is written
         t0 = time.time()
-        started, url = start_ray(scfg.address, dashboard=scfg.dashboard,
-                                 dashboard_port=scfg.dashboard_port)
+        started, url = cluster.join(scfg.address, dashboard=scfg.dashboard,
+                                    dashboard_port=scfg.dashboard_port, env=env)
         timings["ray_start_s"] = time.time() - t0
         if scfg.dashboard:
-            say(dashboard_help(url))
-        _warn_multinode(scfg, say)
-        # -- data and source model into the disk caches, once
+            say(cluster.dashboard_help(url))
         t0 = time.time()
-        fixed = {k: v for k, v in param_space.items() if k not in searched}
-        prep = warm_caches(fixed, scfg.cpus_per_trial, scfg.gpus_per_trial)
+        nodes = cluster.alive_nodes()
+        for warning in cluster.preflight(preflight_spec(scfg, fixed), nodes):
+            say(warning)
+        timings["preflight_s"] = time.time() - t0
+        if len(nodes) > 1 or scfg.address or os.environ.get("RAY_ADDRESS"):
+            say(f"Ray cluster: {len(nodes)} node{'s' if len(nodes) != 1 else ''} ("
+                + ", ".join(f"{n.ip} {n.cpus:g} CPU {n.gpus:g} GPU" for n in nodes) + ")"
+                + (f"; forwarded to the trials: {', '.join(sorted(env))}" if env and started
+                   else ""))
+
+        # -- the MLflow parent run
+        meta = read_meta(exp_path) if resume else None
+        t0 = time.time()
+        experiment_id = mr.ensure_experiment(scfg.tracking_uri, scfg.task)
+        if meta is not None:
+            parent_run_id = meta["parent_run_id"]
+            mr.reopen_run(scfg.tracking_uri, parent_run_id)
+        else:
+            params = {"task": scfg.task, "search": scfg.search, "scheduler": scfg.scheduler.kind,
+                      "grace_period": scfg.scheduler.grace_period,
+                      "reduction_factor": scfg.scheduler.reduction_factor, "max_t": max_t,
+                      "seed": scfg.seed, "num_samples": scfg.num_samples,
+                      "max_concurrent": scfg.max_concurrent,
+                      "cpus_per_trial": scfg.cpus_per_trial,
+                      "gpus_per_trial": scfg.gpus_per_trial, "max_failures": scfg.max_failures,
+                      "space_file": scfg.space_file, "searched": ",".join(searched),
+                      "storage": exp_path, "metric": metric, "mode": mode,
+                      "ray_nodes": len(nodes)}
+            params.update({f"fixed.{k}": v for k, v in fixed.items()})
+            parent_run_id = mr.start_parent_run(scfg.tracking_uri, experiment_id,
+                                                name=scfg.name, task=scfg.task, params=params,
+                                                space_yaml=space_yaml)
+        timings["mlflow_setup_s"] = time.time() - t0
+
+        settings = TrialSettings(
+            tracking_uri=scfg.tracking_uri, experiment_id=experiment_id,
+            parent_run_id=parent_run_id, search_name=scfg.name, task=scfg.task,
+            metric=task.metric, mode=mode, cpus_per_trial=scfg.cpus_per_trial,
+            gpus_per_trial=scfg.gpus_per_trial, checkpoint_every=scfg.checkpoint.every,
+            searched=tuple(searched),
+            keep_checkpoints=None if _is_uri(scfg.storage) else scfg.checkpoint.num_to_keep,
+            experiment_path="" if _is_uri(scfg.storage) else str(exp_path),
+        )
+        if meta is None:
+            write_meta(exp_path, {"search_config": scfg.model_dump(mode="json"),
+                                  "space_yaml": space_yaml, "param_space_fixed": fixed,
+                                  "parent_run_id": parent_run_id,
+                                  "experiment_id": experiment_id,
+                                  "settings": asdict(settings), "created": time.time()})
+
+        say(f"search {scfg.name}: task {scfg.task}, {scfg.num_samples} trials "
+            f"({scfg.max_concurrent} at a time), {scfg.search} search, {scfg.scheduler.kind} "
+            f"scheduler (max_t {max_t} stage-2 epochs), metric {metric} ({mode})")
+        say(f"  space {scfg.space_file}; searched: "
+            + ", ".join(f"{k} ~ {space.searched[k].describe()}" for k in searched))
+        say(f"  storage {exp_path}; MLflow {mr.redact(scfg.tracking_uri)} (parent run "
+            f"{parent_run_id})")
+
+        # -- data and source model into every node's cache, once
+        t0 = time.time()
+        prep = prepare_nodes(fixed, nodes, scfg.cpus_per_trial, scfg.gpus_per_trial,
+                             timeout=scfg.prepare_timeout_s)
         timings["prepare_s"] = time.time() - t0
-        for k, v in (prep or {}).items():
-            if k.endswith("_s") and isinstance(v, (int, float)):
+        for k, v in prep.items():
+            if k.endswith("_s"):
                 timings[f"prepare_{k}"] = float(v)
 
         # -- the Tuner
@@ -623,6 +520,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
                 except Exception as e:  # e.g. no embedder logged (trial without stage 1)
                     say(f"note: could not register the best embedder: {e}")
         counts = {o: sum(1 for v in outcome.outcomes.values() if v == o) for o in mr.OUTCOMES}
+        outcome.nodes = _trials_per_node(scfg.tracking_uri, experiment_id, parent_run_id)
         mr.log_metrics(scfg.tracking_uri, parent_run_id,
                        {f"trials_{k}": v for k, v in counts.items()}, step=0)
 
@@ -637,6 +535,8 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
             outcome.curves_png = target
         timings["finalize_s"] = time.time() - t0
     except BaseException as err:
+        if parent_run_id is None:  # nothing was started in the tracking store
+            raise
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         try:
             mr.set_tags(scfg.tracking_uri, parent_run_id,
@@ -655,36 +555,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
     mr.log_metrics(scfg.tracking_uri, parent_run_id,
                    {f"timing_{k}": v for k, v in timings.items()}, step=0)
     mr.end_run(scfg.tracking_uri, parent_run_id, "FINISHED")
-    _print_summary(outcome, scfg, task.metric, counts, say)
+    print_summary(outcome, scfg, task.metric, counts, say)
     return outcome
 
 
-def _print_summary(o: SearchOutcome, scfg: SearchConfig, metric_name: str, counts: dict,
-                   say) -> None:
-    say("")
-    say(f"== search {o.name} done: " + ", ".join(f"{v} {k.replace('_', ' ')}"
-                                                  for k, v in counts.items()))
-    if o.best_trial_id is None:
-        say("no trial reported a validation metric; see the errors above and "
-            f"{o.experiment_path}")
-    else:
-        m = o.best_metrics
-        say(f"best trial {o.best_trial_id}: {o.metric} = {_fmt(m.get(o.metric))}"
-            + (f", test_{metric_name} = {_fmt(m[f'test_{metric_name}'])}"
-               if f"test_{metric_name}" in m else "")
-            + f", source_probe_error = {_fmt(m.get('source_probe_error', 'n/a'))}")
-        say("  hyperparameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in o.best_config.items()))
-        say(f"  MLflow run: {o.best_run_id} (parent {o.parent_run_id})")
-        if o.best_run_id:
-            say(f"  embedder: runs:/{o.best_run_id}/{mr.EMBEDDER_ARTIFACT}"
-                + (f"  = models:/{mr.registered_model_name(scfg.task)}@best (version "
-                   f"{o.model_version})" if o.model_version else ""))
-            if o.embedder_location:
-                say(f"    stored in {o.embedder_location}")
-            say(f"  export it: mona-tune best --name {o.name} --tracking-uri "
-                f"{shlex.quote(mr.redact(scfg.tracking_uri))} --export DIR")
-    say(f"validation curves: {o.curves_png}")
-    say(f"MLflow UI: {_ui_command(scfg.tracking_uri)}")
-    t = o.timings
-    parts = [f"{k.removesuffix('_s')} {v:.1f}s" for k, v in t.items() if isinstance(v, float)]
-    say("time: " + ", ".join(parts))

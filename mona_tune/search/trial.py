@@ -308,6 +308,11 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
     cfg = TrainConfig(**values)
 
     run = _TrialRun(settings, cfg, trial_id, trial_name)
+    import ray
+
+    node = ray.get_runtime_context()
+    mr.set_tags(settings.tracking_uri, run.run_id, {
+        mr.TAG_NODE_ID: node.get_node_id(), mr.TAG_NODE_IP: ray.util.get_node_ip_address()})
     if run.child.outcome == "completed":
         # completed in an earlier attempt whose result Tune did not record (the driver died
         # between the two): report that result again instead of training again

@@ -1,27 +1,104 @@
-"""Fill the disk caches (task data, source model) once, before trials race for them."""
+"""The embedded data and source model, prepared once for a whole cluster before any trial.
+
+One node (the one with the most CPUs of those that can hold a trial) generates the data and trains
+the embedded source model into its cache, in a task sized to that node. The cache entries it used
+then travel through Ray's object store to every other such node, which writes whatever its own
+cache lacks. Every node thus trains with the same bytes (no node retrains the source model inside
+its first trial, nor races another trial for it), and a cache on a filesystem all nodes share is
+simply found complete. Each step has a deadline that ends in a one-line error naming the node.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+from mona_tune.errors import MonaError
+
+PREPARE_TIMEOUT_S = 1800.0
+_MAX_THREADS = 8
+_SKIP = (".lock", "lock")
 
 
 def fill_caches(cfg_values: dict) -> dict:
-    """Load the task data and the source model of ``cfg_values`` (the search's fixed fields);
-    returns the seconds each took. Runs in a Ray worker (started by ``driver.warm_caches``): generated data
-    and the trained embedded source model land in the user cache, where every trial finds them."""
+    """Load the task data and the source model of ``cfg_values`` (the search's fixed fields) into
+    this node's cache; returns the seconds each took and the files of the cache entries used
+    (relative path -> bytes)."""
     import torch
 
+    from mona_tune.cache import cache_root, used_entries
     from mona_tune.config import TrainConfig
     from mona_tune.train import resources
 
     cfg = TrainConfig(**cfg_values)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    out: dict[str, float] = {}
+    out: dict = {}
     t = time.time()
     resources.task_data(cfg)
     out["data_s"] = time.time() - t
     t = time.time()
     resources.source_model(cfg)
     out["source_model_s"] = time.time() - t
+    root = cache_root()
+    files = {}
+    for entry in used_entries():
+        for f in sorted(root.joinpath(*entry).rglob("*")):
+            if f.is_file() and f.name not in _SKIP and not f.name.endswith(_SKIP) \
+                    and not f.name.endswith(".part"):
+                files[str(f.relative_to(root))] = f.read_bytes()
+    out["files"] = files
     return out
+
+
+def install_files(files: dict[str, bytes]) -> int:
+    """Write the cache files this node lacks (atomically); returns how many were written."""
+    from mona_tune.cache import atomic_path, cache_root
+
+    root = cache_root()
+    written = 0
+    for rel, blob in files.items():
+        target = root / rel
+        if target.is_file() and target.stat().st_size == len(blob):
+            continue
+        with atomic_path(target) as tmp:
+            Path(tmp).write_bytes(blob)
+        written += 1
+    return written
+
+
+def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_trial: float,
+                  timeout: float = PREPARE_TIMEOUT_S) -> dict:
+    """Fill the caches of every node that can hold a trial; returns timings (seconds) and
+    ``nodes_filled`` (nodes that received files)."""
+    import ray
+
+    from mona_tune.search.cluster import gather, pinned
+
+    able = [n for n in nodes if n.cpus >= cpus_per_trial and n.gpus >= gpus_per_trial]
+    if not able:
+        have = ", ".join(f"{n.label}: {n.cpus:g} CPU, {n.gpus:g} GPU" for n in nodes)
+        raise MonaError(f"no Ray node can hold a trial of {cpus_per_trial:g} CPU and "
+                        f"{gpus_per_trial:g} GPU ({have}); lower --cpus-per-trial / "
+                        "--gpus-per-trial or add nodes")
+    here = ray.get_runtime_context().get_node_id()  # ties go to the driver's node (the head)
+    first = max(able, key=lambda n: (n.cpus, n.gpus, n.node_id == here))
+    cpus = min(first.cpus, float(_MAX_THREADS))
+    gpus = 1.0 if gpus_per_trial > 0 and first.gpus >= 1 else 0.0
+    values = {**fixed, "num_threads": fixed.get("num_threads") or max(1, int(cpus))}
+    t0 = time.time()
+    ref = pinned(fill_caches, first, num_cpus=cpus, num_gpus=gpus).remote(values)
+    result = gather({first: ref}, timeout, "preparing the data and the source model")[first]
+    files = result.pop("files")
+    timings = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    others = [n for n in able if n is not first]
+    if others:
+        t1 = time.time()
+        blob = ray.put(files)
+        refs = {n: pinned(install_files, n, num_cpus=0).remote(blob) for n in others}
+        left = max(60.0, timeout - (t1 - t0))
+        written = gather(refs, left, "copying the prepared cache")
+        timings["copy_s"] = time.time() - t1
+        timings["nodes_filled"] = sum(1 for w in written.values() if w)
+    timings["cache_bytes"] = sum(len(b) for b in files.values())
+    return timings

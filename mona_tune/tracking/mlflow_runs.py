@@ -43,6 +43,8 @@ TAG_OUTCOME = "mona.outcome"
 TAG_OUTCOME_DETAIL = "mona.outcome_detail"
 TAG_BEST_RUN = "mona.best_run_id"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_NODE_IP = "mona.node_ip"  # the Ray node a trial (its latest attempt) ran on
+TAG_NODE_ID = "mona.node_id"
 EMBEDDER_ARTIFACT = "embedder"
 OUTCOMES = ("completed", "stopped_early", "failed")
 
@@ -90,13 +92,27 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def artifact_root(uri: str) -> str | None:
-    """Where a SQLite store keeps artifacts: ``mlartifacts/`` beside the database file (an absolute
-    location, since trial processes do not share the driver's working directory). A tracking
-    server decides for itself (None)."""
+    """Where a store the client writes directly keeps artifacts: ``mlartifacts/`` beside a SQLite
+    file, ``./mlartifacts`` (made absolute) for a database store; absolute, since trial processes
+    do not share the driver's working directory. A tracking server decides for itself (None)."""
     path = sqlite_path(uri)
-    if path is None:
-        return None
-    return (path.parent / "mlartifacts").as_uri()
+    if path is not None:
+        return (path.parent / "mlartifacts").as_uri()
+    if uri.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+        return (Path.cwd().resolve() / "mlartifacts").as_uri()
+    return None
+
+
+def planned_artifact_location(uri: str, task: str) -> str | None:
+    """The artifact location of the task's experiment: its own where it exists, else the one
+    :func:`ensure_experiment` will give it (None: the tracking server decides)."""
+    name = EXPERIMENT_PREFIX + task
+    if not is_sqlite(uri):
+        exp = retrying(get_client(uri).get_experiment_by_name, name)
+        if exp is not None:
+            return exp.artifact_location
+    root = artifact_root(uri)
+    return f"{root}/{name}" if root else None
 
 
 def _is_locked(err: BaseException) -> bool:

@@ -1,0 +1,208 @@
+"""The tracking service: is a store reachable (:func:`store_fault`), and ``mona-tune
+tracking-server``, which starts the MLflow server a cluster should use.
+
+The recommended cluster setup is one ``mlflow server`` on a database (PostgreSQL) with proxied
+artifacts (``--artifacts-destination``, a shared folder or a bucket): trials on every node log
+metrics and upload embedders over HTTP to that server, so workers need neither database drivers
+nor access to the artifact store. MLflow 3 refuses requests whose Host header it does not know
+(a guard against DNS rebinding); the server is started with the names clients use
+(``--allowed-hosts``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from mona_tune.errors import MonaError
+from mona_tune.tracking import mlflow_runs as mr
+
+CHECK_TIMEOUT_S = 5.0
+DB_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def _scheme(uri: str) -> str:
+    return uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+
+
+def _http_auth(environ) -> dict[str, str]:
+    token = environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user = environ.get("MLFLOW_TRACKING_USERNAME")
+    password = environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        import base64
+
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode())
+                .decode()}
+    return {}
+
+
+def _http_fault(uri: str, timeout: float) -> str | None:
+    import requests
+
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+    shown = mr.redact(uri)
+    verify = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or \
+        os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "false").lower() != "true"
+    try:
+        r = requests.get(url, params={"max_results": 1}, headers=_http_auth(os.environ),
+                         timeout=timeout, verify=verify)
+    except requests.exceptions.Timeout:
+        return f"tracking server {shown}: no answer within {timeout:g} s"
+    except requests.exceptions.ConnectionError as e:
+        reason = "connection refused" if "refused" in str(e).lower() else \
+            " ".join(str(e).split())[:200]
+        return f"tracking server {shown}: not reachable ({reason}); start it with " \
+               "`mona-tune tracking-server` or check --tracking-uri"
+    except requests.exceptions.RequestException as e:
+        return f"tracking server {shown}: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    if r.status_code == 403 and "host" in r.text.lower():
+        host = r.request.headers.get("Host") or shown
+        return (f"tracking server {shown} refuses the host name {host} (MLflow 3 checks the Host "
+                f"header): start it with --allowed-hosts {host.split(':')[0]} "
+                "(`mona-tune tracking-server --allowed-hosts ...` does)")
+    if r.status_code in (401, 403):
+        return f"tracking server {shown} wants credentials (HTTP {r.status_code}): set " \
+               "MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    if r.status_code >= 400:
+        return f"tracking server {shown} answered HTTP {r.status_code} to an MLflow API call " \
+               "(is it an MLflow server?)"
+    return None
+
+
+def _db_fault(uri: str, timeout: float) -> str | None:
+    import sqlalchemy
+
+    shown = mr.redact(uri)
+    scheme = _scheme(uri)
+    try:
+        url = sqlalchemy.engine.make_url(uri)
+    except Exception as e:  # ArgumentError
+        return f"tracking store {shown}: not a database URI ({e})"
+    try:
+        connect_args = {"connect_timeout": int(max(1, timeout))} if scheme == "postgresql" else {}
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+    except ModuleNotFoundError as e:
+        extra = "postgres" if scheme == "postgresql" else scheme
+        return (f"tracking store {shown}: its database driver ({e.name}) is not installed; "
+                f"pip install 'mona-tune[{extra}]'")
+    host, port = url.host, url.port or {"postgresql": 5432, "mysql": 3306}.get(scheme, 1433)
+    if host:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as e:
+            return f"tracking store {shown}: database not reachable at {host}:{port} " \
+                   f"({e.strerror or 'no answer'})"
+    try:
+        with engine.connect():
+            pass
+    except Exception as e:  # OperationalError: authentication, missing database
+        first = " ".join(str(getattr(e, "orig", e)).split())[:200]
+        return f"tracking store {shown}: the database refused the connection ({first})"
+    finally:
+        engine.dispose()
+    return None
+
+
+def store_fault(uri: str, timeout: float = CHECK_TIMEOUT_S) -> str | None:
+    """Why this process cannot use the tracking store ``uri`` (None: it can). Fast: a store that
+    does not answer is reported after ``timeout`` seconds, not after MLflow's retries. A SQLite
+    or file store is local by nature: whether it is the same file on every node is the
+    preflight's question (``search.cluster``)."""
+    scheme = _scheme(uri)
+    if scheme in ("http", "https"):
+        return _http_fault(uri, timeout)
+    if scheme in DB_SCHEMES:
+        return _db_fault(uri, timeout)
+    return None
+
+
+def check_store(uri: str) -> None:
+    fault = store_fault(uri)
+    if fault:
+        raise MonaError(fault)
+
+
+def local_dir(uri: str | None) -> str | None:
+    """The local directory of a ``file:`` URI or a plain path (artifact roots), else None."""
+    if not uri:
+        return None
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    if "://" not in uri and ":" not in uri.split("/", 1)[0]:
+        return uri
+    return None
+
+
+# ---------------------------------------------------------------- the server
+def _host_forms(name: str) -> list[str]:
+    """A name as MLflow matches Host headers (fnmatch; the header carries the port)."""
+    if name.startswith("["):  # IPv6, fnmatch needs its bracket escaped in a pattern
+        return [name] if "]:" in name else [name, "[[]" + name[1:] + ":*"]
+    return [name] if ":" in name else [name, f"{name}:*"]
+
+
+def allowed_hosts(host: str, names: list[str]) -> str:
+    """``--allowed-hosts`` for MLflow: the names clients use (each with any port) and loopback.
+    Bound to every interface without names given: this machine's own names."""
+    wanted = list(names)
+    if not wanted and host in ("0.0.0.0", "::"):
+        wanted = [socket.gethostname(), socket.getfqdn()]
+    out: list[str] = []
+    for name in [*wanted, "localhost", "127.0.0.1", "[::1]"]:
+        out += [f for f in _host_forms(name.strip()) if f and f not in out]
+    return ",".join(out)
+
+
+def server_command(*, backend_store_uri: str, artifacts_destination: str | None, host: str,
+                   port: int, allowed: str, workers: int = 1) -> list[str]:
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+           "--host", host, "--port", str(port), "--workers", str(workers),
+           "--allowed-hosts", allowed]
+    if artifacts_destination:
+        cmd += ["--artifacts-destination", artifacts_destination]
+    return cmd
+
+
+def default_artifacts(backend_store_uri: str) -> str:
+    """Beside a SQLite file (where searches keep theirs), else ``./mlartifacts``."""
+    path = mr.sqlite_path(backend_store_uri)
+    base = path.parent if path is not None else os.getcwd()
+    return os.path.join(str(base), "mlartifacts")
+
+
+def serve(*, backend_store_uri: str, artifacts_destination: str | None = None,
+          host: str = "127.0.0.1", port: int = 5000, hosts: list[str] | None = None,
+          workers: int = 1) -> int:
+    """Replace this process with ``mlflow server`` (signals reach the server directly)."""
+    if not 0 < port < 65536:
+        raise MonaError(f"--port {port}: not a TCP port")
+    if _scheme(backend_store_uri) in ("http", "https"):
+        raise MonaError(f"--backend-store-uri {backend_store_uri}: that is a tracking server "
+                        "already; open it in a browser")
+    path = mr.sqlite_path(backend_store_uri)
+    if path is not None and not path.parent.is_dir():
+        raise MonaError(f"--backend-store-uri {backend_store_uri}: no folder {path.parent}")
+    check_store(backend_store_uri)
+    artifacts = artifacts_destination or default_artifacts(backend_store_uri)
+    allowed = allowed_hosts(host, hosts or [])
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {host} exposes the MLflow server (and its delete buttons) beyond "
+              "this machine; put it behind an authenticating proxy or an SSH tunnel",
+              file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"MLflow tracking server on http://{shown}:{port} (store {mr.redact(backend_store_uri)}, "
+          f"artifacts {artifacts}, allowed hosts {allowed}); Ctrl-C stops it", flush=True)
+    cmd = server_command(backend_store_uri=backend_store_uri, artifacts_destination=artifacts,
+                         host=host, port=port, allowed=allowed, workers=workers)
+    env = dict(os.environ)
+    # MLflow's background job runner (GenAI evaluation jobs; 7 processes) is not needed to track
+    # searches; a user who wants it sets the variable to true
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached
