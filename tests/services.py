@@ -126,14 +126,16 @@ class Postgres:
 def start_postgres() -> Postgres:
     """A throw-away server as user postgres on a free port, trusting local connections."""
     folder = Path(tempfile.mkdtemp(prefix="mona-pg-"))
-    shutil.chown(folder, "postgres")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
     data = folder / "data"
-    subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data),
-                    "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust",
+                    "-U", "postgres", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
     port = free_port()
     log = folder / "postgres.log"
-    proc = start(["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data),
+    proc = start([*as_user, str(PG_BIN / "postgres"), "-D", str(data),
                   "-p", str(port), "-k", str(folder), "-c", "listen_addresses=127.0.0.1",
                   "-c", "fsync=off"], log)
     pg = Postgres(port, folder, proc)
@@ -205,7 +207,7 @@ def _node_ports() -> list[str]:
 
 
 @dataclass
-class TwoNodeRay:
+class LocalCluster:
     """``base/shared`` is seen by both nodes; ``base/head_local`` only by the head (and the
     driver); node B's home, cache and temp folder are its own."""
 
@@ -249,9 +251,14 @@ class TwoNodeRay:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_two_nodes(head_env: dict) -> TwoNodeRay:
+def start_two_nodes(head_env: dict) -> LocalCluster:
     """The head (1 CPU; ``head_env`` on top of the environment) and node B (1 CPU, private
     folders), both started with ``ray start --block`` and token authentication."""
+    return start_cluster(head_env, head_cpus=1, node_b=True)
+
+
+def start_cluster(head_env: dict, head_cpus: int, node_b: bool) -> LocalCluster:
+    """The head with ``head_cpus`` CPUs and, with ``node_b``, the private second node."""
     base = Path(tempfile.mkdtemp(prefix="mona-2n-"))
     for d in ("shared", "head_local", "head_home", "nodeb_home", "nodeb_tmp", "ray"):
         (base / d).mkdir()
@@ -263,26 +270,28 @@ def start_two_nodes(head_env: dict) -> TwoNodeRay:
               "PYTHONUNBUFFERED": "1"}
     gcs_port, dash_port = free_port(), free_port()
     head = start([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
-                  "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1",
+                  f"--num-cpus={head_cpus}", "--num-gpus=0", "--node-ip-address=127.0.0.1",
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
                   f"--ray-client-server-port={free_port()}", f"--temp-dir={base / 'ray'}",
                   *_node_ports()],
                  base / "head.log", env={**common, "HOME": str(base / "head_home"), **head_env})
-    cluster = TwoNodeRay(base, token, f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}",
+    cluster = LocalCluster(base, token, f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}",
                          common, [head])
     try:
         wait_for(lambda: cluster.alive_nodes() >= 1, 60, "Ray head", head, base / "head.log")
+        if not node_b:
+            return cluster
         private = " && ".join(f"mount -t tmpfs tmpfs {base / d}"
                               for d in ("nodeb_home", "nodeb_tmp", "head_local"))
         node_cmd = " ".join([str(BIN / "ray"), "start", "--block", f"--address={cluster.gcs}",
                              "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1",
                              *_node_ports()])
-        node_b = start(["unshare", "-m", "--propagation", "private", "sh", "-c",
+        second = start(["unshare", "-m", "--propagation", "private", "sh", "-c",
                         f"{private} && exec {node_cmd}"], base / "nodeb.log",
                        env={**common, "HOME": str(base / "nodeb_home"),
                             "TMPDIR": str(base / "nodeb_tmp")})
-        cluster.procs.append(node_b)
-        wait_for(lambda: cluster.alive_nodes() >= 2, 60, "Ray node B", node_b,
+        cluster.procs.append(second)
+        wait_for(lambda: cluster.alive_nodes() >= 2, 60, "Ray node B", second,
                  base / "nodeb.log")
     except BaseException:
         cluster.stop()

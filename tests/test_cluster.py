@@ -61,7 +61,7 @@ scheduler: {kind: fifo}
 
 @dataclass
 class Stack:
-    ray: services.TwoNodeRay
+    ray: services.LocalCluster
     pg: services.Postgres
     mlflow: services.Server
     s3: services.Server
@@ -139,7 +139,9 @@ def _check_search(stack: Stack, search: str, n_trials: int, tmp_path: Path) -> N
         assert steps == sorted(set(steps)), f"epochs logged twice: {steps}"
         assert "test_rel_l2" in c.data.metrics
         out = mr.download_embedder(uri, c.info.run_id, tmp_path / "emb" / c.info.run_id)
-        assert json.loads((out / "embedder.json").read_text())["spec"]
+        meta = json.loads((out / "embedder.json").read_text())
+        assert meta["kind"] and (out / "embedder.safetensors").stat().st_size > 1000
+        assert meta["lam"] == pytest.approx(float(c.data.params["lam"]))
     tagged = {c.data.tags["mona.node_id"] for c in children}
     assert len(tagged) == 2, "the trials ran on one node only"
     ray_nodes = set(stack.ray.actor_nodes("ImplicitFunc").values())

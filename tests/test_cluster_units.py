@@ -1,0 +1,143 @@
+"""The cluster pieces that need no Ray: what travels to the trials, address and store checks,
+MLflow's allowed hosts, the preflight spec of a search, the cache shipped between nodes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from mona_tune.cli import main
+from mona_tune.errors import MonaError
+from mona_tune.search import cluster
+from mona_tune.tracking import server
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends
+
+
+def test_forwarded_env_takes_what_trials_need_and_nothing_else():
+    env = {"MONA_TUNE_CACHE": "/shared/cache", "MLFLOW_TRACKING_TOKEN": "t",
+           "MLFLOW_TRACKING_URI": "http://h:5000", "MLFLOW_S3_ENDPOINT_URL": "http://s3",
+           "AWS_SECRET_ACCESS_KEY": "s", "AWS_PROFILE": "p", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json",
+           "HOME": "/root", "PATH": "/bin", "RAY_AUTH_TOKEN": "x", "CUDA_VISIBLE_DEVICES": "0",
+           "MLFLOW_SERVER_ALLOWED_HOSTS": "h"}
+    got = cluster.forwarded_env(env)
+    assert set(got) == {"MONA_TUNE_CACHE", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI",
+                        "MLFLOW_S3_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE",
+                        "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                        "GOOGLE_APPLICATION_CREDENTIALS"}
+    assert got["MONA_TUNE_CACHE"] == "/shared/cache"
+
+
+@pytest.mark.parametrize("address, default, expected", [
+    ("10.0.0.5:6379", 1, ("10.0.0.5", 6379)),
+    ("head-node", 6379, ("head-node", 6379)),
+    ("ray://head:10001", 1, ("head", 10001)),
+    ("http://127.0.0.1:8265", 1, ("127.0.0.1", 8265)),
+    ("[::1]:6380", 1, ("::1", 6380)),
+])
+def test_host_port(address, default, expected):
+    assert cluster.host_port(address, default) == expected
+
+
+def test_host_port_rejects_a_bad_port():
+    with pytest.raises(MonaError, match="not a number"):
+        cluster.host_port("head:port", 6379)
+
+
+def test_no_ray_at_an_address_is_one_line_within_seconds():
+    t0 = time.time()
+    with pytest.raises(MonaError, match="no Ray cluster answers there"):
+        cluster.check_address(f"127.0.0.1:{_closed_port()}")
+    assert time.time() - t0 < 10
+
+
+def test_store_fault_names_an_unreachable_server_and_database_quickly():
+    t0 = time.time()
+    fault = server.store_fault(f"http://127.0.0.1:{_closed_port()}")
+    assert "not reachable (connection refused)" in fault
+    fault = server.store_fault(f"postgresql://u:pw@127.0.0.1:{_closed_port()}/db")
+    assert "database not reachable" in fault and "pw" not in fault and "u:***@" in fault
+    assert time.time() - t0 < 15
+    assert server.store_fault("sqlite:////tmp/x.db") is None  # a file: the preflight's question
+
+
+def test_store_fault_names_a_missing_database_driver():
+    fault = server.store_fault("mysql://u@127.0.0.1:3306/db")
+    assert "database driver" in fault and "pip install 'mona-tune[mysql]'" in fault
+
+
+def test_allowed_hosts_cover_the_names_with_any_port_and_loopback():
+    hosts = server.allowed_hosts("0.0.0.0", ["head-node", "10.0.0.5", "mlflow:5000"]).split(",")
+    for h in ("head-node", "head-node:*", "10.0.0.5", "10.0.0.5:*", "mlflow:5000",
+              "localhost:*", "127.0.0.1:*", "[::1]", "[[]::1]:*"):
+        assert h in hosts
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    assert is_allowed_host_header(hosts, "head-node:5000")
+    assert is_allowed_host_header(hosts, "[::1]:5000")
+    assert not is_allowed_host_header(hosts, "evil.example:5000")
+    assert not is_allowed_host_header(hosts, "mlflow:5001")
+
+
+def test_local_dir():
+    assert server.local_dir("file:///srv/mlartifacts/x") == "/srv/mlartifacts/x"
+    assert server.local_dir("/srv/a") == "/srv/a"
+    for remote in ("mlflow-artifacts:/1", "s3://b/p", None):
+        assert server.local_dir(remote) is None
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--port", "70000"], "not a TCP port"),
+    (["--backend-store-uri", "http://127.0.0.1:5000"], "a tracking server already"),
+    (["--backend-store-uri", "sqlite:////no/such/folder/mlflow.db"], "no folder"),
+    (["--workers", "0"], "at least 1"),
+])
+def test_tracking_server_bad_input(argv, text, capsys):
+    assert main(["tracking-server", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and text in err[0]
+
+
+def test_tracking_server_unreachable_database(capsys):
+    uri = f"postgresql://postgres@127.0.0.1:{_closed_port()}/mlflow"
+    assert main(["tracking-server", "--backend-store-uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "database not reachable" in err[0]
+
+
+def test_preflight_spec_of_a_search(tmp_path):
+    from mona_tune.config import SearchConfig
+    from mona_tune.search.driver import preflight_spec
+
+    scfg = SearchConfig(space_file="x", name="n", storage=str(tmp_path / "runs"),
+                        tracking_uri=f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}")
+    spec = preflight_spec(scfg, {"data_dir": "/data/darcy", "source_data": "cifar10:/data/c10",
+                                 "weights": "/models/swin.safetensors"})
+    assert spec.shared_dirs == [("the SQLite tracking store's folder", str(tmp_path / "db"))]
+    assert dict(spec.inputs) == {"--data-dir": "/data/darcy", "--source-data": "/data/c10",
+                                 "--weights": "/models/swin.safetensors"}
+    assert spec.marker.startswith(cluster.MARKER_PREFIX)
+
+
+def test_cache_files_travel_between_node_caches(tmp_path, monkeypatch):
+    """What one node prepared is written whole into another node's cache, once."""
+    from mona_tune import cache
+    from mona_tune.search.warmup import install_files
+
+    monkeypatch.setenv("MONA_TUNE_CACHE", str(tmp_path / "a"))
+    entry = cache.cache_dir("source", "k1")
+    (entry / "model.pt").write_bytes(b"weights")
+    assert ("source", "k1") in cache.used_entries()
+    files = {"source/k1/model.pt": b"weights", "data/k2/a.mat": b"x" * 10}
+    monkeypatch.setenv("MONA_TUNE_CACHE", str(tmp_path / "b"))
+    assert install_files(files) == 2
+    assert (tmp_path / "b" / "data" / "k2" / "a.mat").read_bytes() == b"x" * 10
+    assert install_files(files) == 0  # complete: nothing written again
+    assert not list((tmp_path / "b").rglob("*.part"))
