@@ -281,6 +281,8 @@ FAULTS = {
     "no-ray-there": "no Ray cluster answers there",
     "missing-token": "set RAY_AUTH_TOKEN",
     "wrong-token": "refused the token",
+    "no-node-fits": "no Ray node can hold a trial of 2 CPU",
+    "prepare-deadline": "preparing the data and the source model did not finish within 1 s",
 }
 
 
@@ -314,9 +316,11 @@ def test_preflight_fault_is_one_line(stack, tmp_path, fault):
         env.pop("RAY_AUTH_TOKEN")
     elif fault == "wrong-token":
         env["RAY_AUTH_TOKEN"] = "0" * 32
+    extra = {"no-node-fits": ["--cpus-per-trial", "2"],
+             "prepare-deadline": ["--prepare-timeout", "1"]}.get(fault, [])
     cmd = [sys.executable, "-m", "mona_tune.cli", "search", "--task", "darcy", "--space",
            str(stack.spaces / "tiny.yaml"), "--name", name, "--storage", str(storage),
-           "--tracking-uri", tracking, "--address", address]
+           "--tracking-uri", tracking, "--address", address, *extra]
     t0 = time.time()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=local)
     took = time.time() - t0
@@ -326,7 +330,7 @@ def test_preflight_fault_is_one_line(stack, tmp_path, fault):
     errors = [x for x in lines if x.startswith("mona-tune: error:")]
     assert len(errors) == 1 and FAULTS[fault] in errors[0], lines
     if fault in ("sqlite-on-head-disk", "storage-on-head-disk",
-                 "postgres-artifacts-on-head-disk"):
+                 "postgres-artifacts-on-head-disk", "prepare-deadline"):
         assert re.search(r"error: node \S+ \([0-9a-f]{8}\): ", errors[0])  # the node at fault
     assert took < 45, f"{fault}: {took:.0f} s"
     # nothing started

@@ -170,20 +170,20 @@ def check_address(address: str) -> None:
 
 def join(address: str | None, *, dashboard: bool, dashboard_port: int,
          env: dict[str, str]) -> tuple[bool, str | None]:
-    """Join ``address`` (or ``$RAY_ADDRESS``) or start a local Ray; trials get ``env`` through the
-    job's runtime_env. Returns (started here, dashboard URL). A Ray already initialised in this
+    """Join ``address`` (or ``$RAY_ADDRESS``), whose trials get ``env`` through the job's
+    runtime_env, or start a local Ray. Returns (started here, dashboard URL). A Ray already initialised in this
     process is used as it is (its runtime_env is its own)."""
     import ray
 
     if ray.is_initialized():
         return False, getattr(ray.get_runtime_context(), "dashboard_url", None)
     address = address or os.environ.get("RAY_ADDRESS")
-    common = dict(log_to_driver=True, logging_level=logging.WARNING,
-                  runtime_env={"env_vars": env} if env else None)
+    common = dict(log_to_driver=True, logging_level=logging.WARNING)
     if address:
         check_address(address)
-        info = ray.init(address=address, **common)
-    else:
+        info = ray.init(address=address, runtime_env={"env_vars": env} if env else None,
+                        **common)
+    else:  # a Ray started here: its processes inherit this environment as it is
         info = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1",
                         dashboard_port=dashboard_port, **common)
     url = getattr(info, "dashboard_url", None) or None

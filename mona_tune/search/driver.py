@@ -392,6 +392,22 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
                 + (f"; forwarded to the trials: {', '.join(sorted(env))}" if env and started
                    else ""))
 
+        say(f"search {scfg.name}: task {scfg.task}, {scfg.num_samples} trials "
+            f"({scfg.max_concurrent} at a time), {scfg.search} search, {scfg.scheduler.kind} "
+            f"scheduler (max_t {max_t} stage-2 epochs), metric {metric} ({mode})")
+        say(f"  space {scfg.space_file}; searched: "
+            + ", ".join(f"{k} ~ {space.searched[k].describe()}" for k in searched))
+        say(f"  storage {exp_path}")
+
+        # -- data and source model into every node's cache, once
+        t0 = time.time()
+        prep = prepare_nodes(fixed, nodes, scfg.cpus_per_trial, scfg.gpus_per_trial,
+                             timeout=scfg.prepare_timeout_s)
+        timings["prepare_s"] = time.time() - t0
+        for k, v in prep.items():
+            if k.endswith("_s"):
+                timings[f"prepare_{k}"] = float(v)
+
         # -- the MLflow parent run
         meta = read_meta(exp_path) if resume else None
         t0 = time.time()
@@ -432,22 +448,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
                                   "experiment_id": experiment_id,
                                   "settings": asdict(settings), "created": time.time()})
 
-        say(f"search {scfg.name}: task {scfg.task}, {scfg.num_samples} trials "
-            f"({scfg.max_concurrent} at a time), {scfg.search} search, {scfg.scheduler.kind} "
-            f"scheduler (max_t {max_t} stage-2 epochs), metric {metric} ({mode})")
-        say(f"  space {scfg.space_file}; searched: "
-            + ", ".join(f"{k} ~ {space.searched[k].describe()}" for k in searched))
-        say(f"  storage {exp_path}; MLflow {mr.redact(scfg.tracking_uri)} (parent run "
-            f"{parent_run_id})")
-
-        # -- data and source model into every node's cache, once
-        t0 = time.time()
-        prep = prepare_nodes(fixed, nodes, scfg.cpus_per_trial, scfg.gpus_per_trial,
-                             timeout=scfg.prepare_timeout_s)
-        timings["prepare_s"] = time.time() - t0
-        for k, v in prep.items():
-            if k.endswith("_s"):
-                timings[f"prepare_{k}"] = float(v)
+        say(f"  MLflow {mr.redact(scfg.tracking_uri)}: parent run {parent_run_id}")
 
         # -- the Tuner
         if resume:

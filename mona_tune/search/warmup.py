@@ -67,6 +67,17 @@ def install_files(files: dict[str, bytes]) -> int:
     return written
 
 
+def trial_nodes(nodes: list, cpus_per_trial: float, gpus_per_trial: float) -> list:
+    """The nodes that can hold a trial; none is a one-line error (Ray would wait forever)."""
+    able = [n for n in nodes if n.cpus >= cpus_per_trial and n.gpus >= gpus_per_trial]
+    if not able:
+        have = ", ".join(f"{n.label}: {n.cpus:g} CPU, {n.gpus:g} GPU" for n in nodes)
+        raise MonaError(f"no Ray node can hold a trial of {cpus_per_trial:g} CPU and "
+                        f"{gpus_per_trial:g} GPU ({have}); lower --cpus-per-trial / "
+                        "--gpus-per-trial or add nodes")
+    return able
+
+
 def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_trial: float,
                   timeout: float = PREPARE_TIMEOUT_S) -> dict:
     """Fill the caches of every node that can hold a trial; returns timings (seconds) and
@@ -75,12 +86,7 @@ def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_tria
 
     from mona_tune.search.cluster import gather, pinned
 
-    able = [n for n in nodes if n.cpus >= cpus_per_trial and n.gpus >= gpus_per_trial]
-    if not able:
-        have = ", ".join(f"{n.label}: {n.cpus:g} CPU, {n.gpus:g} GPU" for n in nodes)
-        raise MonaError(f"no Ray node can hold a trial of {cpus_per_trial:g} CPU and "
-                        f"{gpus_per_trial:g} GPU ({have}); lower --cpus-per-trial / "
-                        "--gpus-per-trial or add nodes")
+    able = trial_nodes(nodes, cpus_per_trial, gpus_per_trial)
     here = ray.get_runtime_context().get_node_id()  # ties go to the driver's node (the head)
     first = max(able, key=lambda n: (n.cpus, n.gpus, n.node_id == here))
     cpus = min(first.cpus, float(_MAX_THREADS))
