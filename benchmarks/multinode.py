@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['fixed']:>13.2f} {r['preflight']:>11.1f} {r['prepare']:>9.1f} "
               f"{r['copy']:>6.1f}")
     one, two = rows
-    print(f"headline: {args.trials} trials, 2 at a time: one node (2 CPU) {one['search_wall']:.0f}s "
+    print(f"headline: {args.trials} trials, 2 at a time: one node (2 CPU) "
+          f"{one['search_wall']:.0f}s "
           f"({one['fixed']:.2f}s fixed per trial), two nodes (2 x 1 CPU) "
           f"{two['search_wall']:.0f}s ({two['fixed']:.2f}s fixed per trial, trials on "
           f"{two['nodes']} nodes)")

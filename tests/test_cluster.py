@@ -211,6 +211,8 @@ def test_two_nodes_s3_postgres_driver_killed_then_resumed(stack, tmp_path, monke
         proc.wait()
     first = log_path.read_text()
     assert "forwarded to the trials:" in first and "AWS_SECRET_ACCESS_KEY" in first
+    # node B's empty private cache received the head's data and source model, once
+    assert "MB of cache copied to 1 of the 1 other nodes" in first, first[-3000:]
 
     resumed = subprocess.run([sys.executable, "-m", "mona_tune.cli", "search", "--name",
                               "two-nodes", "--resume", "--storage", storage, "--address",
@@ -219,6 +221,7 @@ def test_two_nodes_s3_postgres_driver_killed_then_resumed(stack, tmp_path, monke
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-4000:]
     assert "resuming" in out and "trials ran on 2 nodes" in out
+    assert "copied to 0 of the 1 other nodes" in out  # node B's cache is still complete
 
     _check_search(stack, "two-nodes", 4, tmp_path)
     parent, children = _children(stack.mlflow.url, "two-nodes")

@@ -171,8 +171,8 @@ def check_address(address: str) -> None:
 def join(address: str | None, *, dashboard: bool, dashboard_port: int,
          env: dict[str, str]) -> tuple[bool, str | None]:
     """Join ``address`` (or ``$RAY_ADDRESS``), whose trials get ``env`` through the job's
-    runtime_env, or start a local Ray. Returns (started here, dashboard URL). A Ray already initialised in this
-    process is used as it is (its runtime_env is its own)."""
+    runtime_env, or start a local Ray. Returns (started here, dashboard URL). A Ray already
+    initialised in this process is used as it is (its runtime_env is its own)."""
     import ray
 
     if ray.is_initialized():

@@ -407,6 +407,11 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         for k, v in prep.items():
             if k.endswith("_s"):
                 timings[f"prepare_{k}"] = float(v)
+        if prep["nodes"] > 1:
+            say(f"  data and source model prepared on {prep['prepared_on']}; "
+                f"{prep['cache_bytes'] / 1e6:.1f} MB of cache copied to "
+                f"{prep.get('nodes_filled', 0)} of the {prep['nodes'] - 1} other nodes "
+                "(the others had it)")
 
         # -- the MLflow parent run
         meta = read_meta(exp_path) if resume else None

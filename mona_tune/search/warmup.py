@@ -80,8 +80,9 @@ def trial_nodes(nodes: list, cpus_per_trial: float, gpus_per_trial: float) -> li
 
 def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_trial: float,
                   timeout: float = PREPARE_TIMEOUT_S) -> dict:
-    """Fill the caches of every node that can hold a trial; returns timings (seconds) and
-    ``nodes_filled`` (nodes that received files)."""
+    """Fill the caches of every node that can hold a trial; returns timings (seconds),
+    ``prepared_on`` (the node that prepared), ``nodes`` (those that can hold a trial),
+    ``nodes_filled`` (those that received files) and ``cache_bytes``."""
     import ray
 
     from mona_tune.search.cluster import gather, pinned
@@ -96,7 +97,7 @@ def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_tria
     ref = pinned(fill_caches, first, num_cpus=cpus, num_gpus=gpus).remote(values)
     result = gather({first: ref}, timeout, "preparing the data and the source model")[first]
     files = result.pop("files")
-    timings = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    timings: dict = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     others = [n for n in able if n is not first]
     if others:
         t1 = time.time()
@@ -106,5 +107,7 @@ def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_tria
         written = gather(refs, left, "copying the prepared cache")
         timings["copy_s"] = time.time() - t1
         timings["nodes_filled"] = sum(1 for w in written.values() if w)
+    timings["nodes"] = len(able)
+    timings["prepared_on"] = first.label
     timings["cache_bytes"] = sum(len(b) for b in files.values())
     return timings
