@@ -109,8 +109,8 @@ def _probe_gcs(address: str, environ: dict[str, str]) -> str | None:
                f"{GCS_PROBE_TIMEOUT_S:g} s"
     if proc.returncode == 0:
         return None
-    text = proc.stdout.strip() or proc.stderr.strip().splitlines()[-1:] and \
-        proc.stderr.strip().splitlines()[-1]
+    err_lines = proc.stderr.strip().splitlines()
+    text = proc.stdout.strip() or (err_lines[-1] if err_lines else "")
     if "ModuleNotFoundError" in text or "ImportError" in text or "AttributeError" in text:
         return None  # a Ray without this client: let ray.init decide
     if "Authentication" in text or "InvalidAuthToken" in text or "Unauthenticated" in text:
