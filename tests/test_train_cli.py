@@ -109,6 +109,17 @@ def bad_weights(tmp_path):
     (["--resume"], "--resume needs --out"),
     (["--epochs", "many"], "invalid int value"),
     (["--config", "{tmp}/missing.yaml"], "not found"),
+    (["--beta", "0"], "beta: Input should be greater than 0"),
+    (["--resolution", "1"], "resolution: Input should be greater than or equal to 2"),
+    (["--resolution", "64.5"], "invalid int value"),
+    (["--val-fraction", "1"], "val_fraction: Input should be less than 1"),
+    (["--n-train", "0"], "n_train: Input should be greater than or equal to 1"),
+    (["--n-test", "0"], "n_test"),
+    (["--weight-decay", "-0.1"], "weight_decay"),
+    (["--lr-warmup-epochs", "-1"], "lr_warmup_epochs"),
+    (["--grad-clip", "0"], "grad_clip"),
+    (["--grad-clip", "off"], "expected a number or 'none'"),
+    (["--probe-samples", "4"], "probe_samples"),
 ])
 def test_errors_are_one_line_exit_2(capsys, tiny_yaml, tmp_path, argv, message):
     bad_weights(tmp_path)
@@ -119,6 +130,60 @@ def test_errors_are_one_line_exit_2(capsys, tiny_yaml, tmp_path, argv, message):
     assert code == 2 and out == ""
     assert err.startswith("mona-tune: error:") and err.count("\n") == 1, err
     assert message in err
+
+
+# the per-run TrainConfig fields that had no flag before (README: `--task pdebench-darcy
+# --data-dir DIR --beta 0.1`): each reaches the config and beats the same key in --config
+NEW_FLAGS = [
+    ("--beta", "0.5", "beta", 0.5),
+    ("--resolution", "32", "resolution", 32),
+    ("--val-fraction", "0.25", "val_fraction", 0.25),
+    ("--n-train", "64", "n_train", 64),
+    ("--n-test", "16", "n_test", 16),
+    ("--weight-decay", "0", "weight_decay", 0.0),
+    ("--lr-warmup-epochs", "2.5", "lr_warmup_epochs", 2.5),
+    ("--grad-clip", "0.5", "grad_clip", 0.5),
+    ("--grad-clip", "none", "grad_clip", None),
+    ("--probe-samples", "100", "probe_samples", 100),
+]
+
+
+def config_of(*argv):
+    from mona_tune.cli import build_parser
+    from mona_tune.train.cli_args import build_config
+
+    return build_config(build_parser().parse_args(["train", *map(str, argv)]))
+
+
+@pytest.mark.parametrize("flag, value, field, want", NEW_FLAGS)
+def test_new_flags_reach_the_config_over_the_file(tmp_path, flag, value, field, want):
+    from mona_tune.config import TrainConfig
+
+    assert TrainConfig().model_dump()[field] != want  # the flag changes something
+    assert getattr(config_of(flag, value), field) == want
+    in_file = 0.75 if field == "val_fraction" else 9  # valid for each field, and not `want`
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{field}: {in_file}\ntask: pdebench-darcy\n")
+    cfg = config_of("--config", path, flag, value)
+    assert getattr(cfg, field) == want and cfg.task == "pdebench-darcy"  # flag beats the file
+    assert getattr(config_of("--config", path), field) == in_file  # no flag: the file's value
+
+
+def test_documented_pdebench_line_builds_its_config(tmp_path):
+    cfg = config_of("--task", "pdebench-darcy", "--data-dir", tmp_path, "--beta", "0.1",
+                    "--resolution", "64")
+    assert (cfg.task, cfg.data_dir, cfg.beta, cfg.resolution) == (
+        "pdebench-darcy", str(tmp_path), 0.1, 64)
+
+
+def test_every_per_run_field_has_a_flag():
+    """A new TrainConfig field gets a flag here, or joins the short list of --config-only ones."""
+    from mona_tune.config import TrainConfig
+    from mona_tune.train.cli_args import _FIELD_FLAGS
+
+    config_only = {"uniformity_t", "betas"}
+    flagged = set(_FIELD_FLAGS) | {"bf16", "first_order"}
+    assert set(TrainConfig.model_fields) - flagged == config_only
 
 
 def test_bad_yaml(capsys, tmp_path):

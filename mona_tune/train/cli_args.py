@@ -16,13 +16,28 @@ from pathlib import Path
 
 from mona_tune.errors import MonaError
 
-# flag -> TrainConfig field, for flags whose value is the field's value
+
+def float_or_none(text: str) -> float | None:
+    """A float, or ``none`` for a field whose None switches something off (``--grad-clip none``)."""
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+# flag -> TrainConfig field, for flags whose value is the field's value. TrainConfig validates the
+# values (bounds, consistency), so a bad one is the same one-line error as in a --config file.
+# Only ``uniformity_t`` (the paper's t = 2) and ``betas`` (a pair) are set through --config alone.
 _FIELD_FLAGS = {
     "task": str, "method": str, "lam": float, "inner_lr": float, "warmup_epochs": int,
     "epochs": int, "seed": int, "data_dir": str, "source_model": str, "weights": str,
     "source_data": str, "device": str, "batch_size": int, "lr": float, "init_embedder": str,
     "stage1_lr": float, "source_batch_size": int, "probe_every": int, "num_threads": int,
-    "n_train": int, "n_test": int,
+    "n_train": int, "n_test": int, "val_fraction": float, "resolution": int, "beta": float,
+    "weight_decay": float, "lr_warmup_epochs": float, "grad_clip": float_or_none,
+    "probe_samples": int,
 }
 _HELP = {
     "task": "task name (darcy, pdebench-darcy)",
@@ -39,6 +54,17 @@ _HELP = {
     "device": "auto (CUDA when present), cpu, cuda, cuda:N",
     "init_embedder": "an embedder directory written by a previous run (skips stage 1)",
     "probe_every": "measure source_probe_error every k stage-2 epochs (always at the end)",
+    "n_train": "training samples read from the data, --val-fraction of them held out "
+               "(default: the task's)",
+    "n_test": "test samples read from the data (default: the task's)",
+    "val_fraction": "share of the training samples held out for validation",
+    "resolution": "grid points per side after subsampling (default: 85 for darcy, "
+                  "64 for pdebench-darcy)",
+    "beta": "PDEBench Darcy β: reads 2D_DarcyFlow_beta<β>_Train.hdf5 from --data-dir",
+    "weight_decay": "AdamW weight decay of stage 2",
+    "lr_warmup_epochs": "stage-2 epochs of linear learning-rate warm-up",
+    "grad_clip": "gradient-norm clipping; 'none' switches it off",
+    "probe_samples": "held-out source images of the linear probe (half fit, half scored)",
 }
 
 
