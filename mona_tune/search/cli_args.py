@@ -43,7 +43,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the interrupted search --name (its settings are reused)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                        "sqlite:///<cwd>/mlflow.db)")
+                        "sqlite:///<cwd>/mlflow.db; with --resume: the search's own, unless the "
+                        "same store is now reached at another address)")
     g = p.add_argument_group("search")
     g.add_argument("--search", choices=["optuna", "random"], default="optuna",
                    help="sampler: Optuna TPE (default) or seeded random sampling")
@@ -201,9 +202,14 @@ def build_search(args):
             raise MonaError(f"--resume: no search {args.name!r} under {storage} "
                             f"({driver.META_FILE} not found in {exp})")
         scfg = SearchConfig.model_validate({**meta["search_config"], "storage": storage})
-        # the cluster is chosen anew (the original one may be gone); the rest is the search's own
+        # the cluster is chosen anew (the original one may be gone), and the tracking store may be
+        # reached under another address (a server restarted elsewhere); the rest is the search's
         scfg.address = args.address
         scfg.dashboard = args.dashboard
+        if args.tracking_uri:
+            from mona_tune.tracking.mlflow_runs import normalize_tracking_uri
+
+            scfg.tracking_uri = normalize_tracking_uri(args.tracking_uri)
         space = SearchSpace.model_validate(yaml.safe_load(meta["space_yaml"]))
         param_space = to_param_space(space, scfg.task, meta.get("param_space_fixed", {}))
         return scfg, space, param_space, meta["space_yaml"], True

@@ -418,8 +418,14 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         t0 = time.time()
         experiment_id = mr.ensure_experiment(scfg.tracking_uri, scfg.task)
         if meta is not None:
+            try:
+                mr.reopen_run(scfg.tracking_uri, meta["parent_run_id"])
+            except Exception as e:  # MlflowException: RESOURCE_DOES_NOT_EXIST
+                raise MonaError(
+                    f"--resume: the search's parent run {meta['parent_run_id']} is not in the "
+                    f"tracking store {mr.redact(scfg.tracking_uri)} ({type(e).__name__}); pass "
+                    "--tracking-uri with the store the search started in") from None
             parent_run_id = meta["parent_run_id"]
-            mr.reopen_run(scfg.tracking_uri, parent_run_id)
         else:
             params = {"task": scfg.task, "search": scfg.search, "scheduler": scfg.scheduler.kind,
                       "grace_period": scfg.scheduler.grace_period,
@@ -539,6 +545,19 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
             target = _join(exp_path, CURVES_FILE)
             _put_file(png, target)
             outcome.curves_png = target
+            from mona_tune.search.summary import TRIALS_HTML, trials_view, write_trials_report
+
+            for f in write_trials_report(rows, Path(d), metric=metric, mode=mode,
+                                         searched=searched, outcomes=recon,
+                                         best_trial=outcome.best_trial_id,
+                                         title=f"{scfg.name}: {scfg.task}", test_key=test_key,
+                                         tracking_uri=scfg.tracking_uri,
+                                         experiment_id=experiment_id):
+                mr.log_artifact(scfg.tracking_uri, parent_run_id, f)
+                _put_file(f, _join(exp_path, f.name))
+            say(f"  trials side by side: {_join(exp_path, TRIALS_HTML)}; in the MLflow UI: "
+                + trials_view(scfg.tracking_uri, experiment_id, scfg.name, searched, metric,
+                              test_key))
         timings["finalize_s"] = time.time() - t0
     except BaseException as err:
         if parent_run_id is None:  # nothing was started in the tracking store

@@ -168,20 +168,30 @@ def code_version() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- experiment and parent run
+# MLflow 3 tells GenAI experiments (traces) from model-training ones (runs) by this tag
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(tracking_uri: str, task: str) -> str:
-    """The id of experiment ``mona-tune-<task>``, created on first use."""
+    """The id of experiment ``mona-tune-<task>``, created on first use; marked as a
+    model-training experiment (:data:`TAG_EXPERIMENT_KIND`), an existing one too where it lacks
+    the mark (one a user marked otherwise keeps the user's choice)."""
     client = get_client(tracking_uri)
     name = EXPERIMENT_PREFIX + task
     exp = retrying(client.get_experiment_by_name, name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             retrying(client.restore_experiment, exp.experiment_id)
+        if not exp.tags.get(TAG_EXPERIMENT_KIND):
+            retrying(client.set_experiment_tag, exp.experiment_id, TAG_EXPERIMENT_KIND,
+                     EXPERIMENT_KIND)
         return exp.experiment_id
     root = artifact_root(tracking_uri)
     location = f"{root}/{name}" if root else None
     try:
         return retrying(client.create_experiment, name, artifact_location=location,
-                        tags={TAG_TASK: task})
+                        tags={TAG_TASK: task, TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
     except Exception:
         exp = client.get_experiment_by_name(name)  # created concurrently
         if exp is None:
