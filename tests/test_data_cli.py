@@ -87,6 +87,16 @@ def test_make_out_is_a_file(tmp_path, capsys):
     assert target.read_text() == "x"
 
 
+def test_make_out_that_cannot_be_created(tmp_path, capsys):
+    """A folder below a file cannot be made: one line naming it, nothing written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = blocker / "sub"
+    run_fails(capsys, "data", "make", "darcy", "--out", str(target), "--n-train", "2",
+              "--n-test", "1", "--resolution", "9", naming=str(target))
+    assert blocker.read_text() == "x"
+
+
 def _write_bad(kind, d):
     """One faulty file (or directory) per kind; returns the path to inspect."""
     a, u = darcy_arrays(3, 9)

@@ -290,7 +290,10 @@ def make_dataset(out: Path | str, fmt: str = "fno", n_train: int | None = None,
     resolution = DEFAULT_RESOLUTION.get(fmt, 421) if resolution is None else int(resolution)
     _check_args(out, fmt, n_train, n_test, resolution, beta, workers)
     workers = workers or os.cpu_count() or 1
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way, no permission, a read-only disk
+        raise MonaError(f"--out {out}: cannot create it ({e.strerror or e})") from None
 
     if fmt == "fno":
         # both parts first, then the files: an interrupted run leaves no file behind
