@@ -3,7 +3,7 @@
 Commands are taken from fenced code blocks (backslash-continued lines joined, trailing comments
 dropped) and from inline code spans (which may wrap over lines), in README.md and cluster/README.md.
 ``ray job submit ... -- mona-tune ...`` lines are checked by the part after ``--``. Placeholders
-(``DIR``, ``NAME``, ``HEAD_IP``, ``<shared dir or bucket>``, ``postgresql://...``) become ``<...>``
+(``DIR``, ``NAME``, ``HEAD_IP``, ``postgresql://...``) become ``<...>``
 tokens, ``[--opt X]`` is checked with and without the optional part, ``a\\|b`` (an escaped table
 pipe) as each alternative, and a trailing ``...`` is dropped. Only parsing is checked: nothing runs.
 
@@ -85,9 +85,9 @@ def snippets(markdown: str, name: str) -> list[Snippet]:
 
 
 def _tokens(text: str) -> list[str]:
-    """Shell words, comments dropped, placeholders made single ``<...>`` tokens."""
+    """Shell words, comments dropped, placeholders made single ``<...>`` tokens. A placeholder
+    with spaces in it stays several words, as the shell splits it for a user who pastes the line."""
     text = text.replace("\\|", "|")
-    text = re.sub(r"<([^<>]*)>", lambda m: "<" + "_".join(m.group(1).split()) + ">", text)
     try:
         words = shlex.split(text, comments=True)
     except ValueError:  # an unbalanced quote: not a command line
@@ -306,7 +306,7 @@ def test_self_check_extraction_details():
     assert command_argv("mona-tune tracking-server --backend-store-uri postgresql://... "
                         "--artifacts-destination <shared dir or bucket>") == [
         "tracking-server", "--backend-store-uri", "<...>", "--artifacts-destination",
-        "<shared_dir_or_bucket>"]
+        "<shared", "dir", "or", "bucket>"]
     assert command_argv("mona-tune search --address HEAD_IP:6379 ...") == [
         "search", "--address", "<HEAD_IP>:6379"]
     assert command_argv("`~/.cache/mona-tune`") is None and command_argv("mona-tune") is None
