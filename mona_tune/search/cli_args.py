@@ -188,15 +188,16 @@ def build_search(args):
     """Flags (+ the space file) -> (SearchConfig, SearchSpace, param_space, space_yaml, resume)."""
     from mona_tune.config import CheckpointSpec, SchedulerSpec, SearchConfig, SearchSpace
     from mona_tune.search import driver
+    from mona_tune.search import storage as storage_io
     from mona_tune.search.space import dump_space, load_space, resolve_space_path, to_param_space
     from mona_tune.tasks import get_task
     from mona_tune.tracking.mlflow_runs import default_tracking_uri, normalize_tracking_uri
 
-    storage = driver.storage_path(args.storage)
+    storage = storage_io.storage_path(args.storage)
     if args.resume:
         if not args.name:
             raise MonaError("--resume needs --name NAME (the search to continue)")
-        exp = driver._join(storage, args.name)
+        exp = storage_io.join(storage, args.name)
         meta = driver.read_meta(exp)
         if meta is None:
             raise MonaError(f"--resume: no search {args.name!r} under {storage} "
@@ -254,8 +255,8 @@ def build_search(args):
     if not _NAME_RE.match(name):
         raise MonaError(f"--name {name!r}: use letters, digits, '.', '_' and '-' "
                         "(it names a directory and an MLflow run)")
-    exp = driver._join(storage, name)
-    if driver._exists(exp):
+    exp = storage_io.join(storage, name)
+    if storage_io.exists(exp):
         raise MonaError(f"--name {name}: {exp} already exists; add --resume to continue it or "
                         "choose another name")
     tracking_uri = normalize_tracking_uri(args.tracking_uri) if args.tracking_uri \

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -28,10 +27,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mona_tune.errors import MonaError
+from mona_tune.search import storage
+from mona_tune.tracking.server import store_fault, tcp_fault
 
 logger = logging.getLogger(__name__)
 
-TCP_TIMEOUT_S = 3.0
 GCS_PROBE_TIMEOUT_S = 20.0
 PREFLIGHT_TIMEOUT_S = 60.0
 MARKER_PREFIX = ".mona-preflight-"
@@ -63,17 +63,6 @@ def host_port(address: str, default_port: int) -> tuple[str, int]:
     if not parsed.hostname:
         raise MonaError(f"{address}: not HOST:PORT")
     return parsed.hostname, port
-
-
-def tcp_fault(host: str, port: int, timeout: float = TCP_TIMEOUT_S) -> str | None:
-    """None if something accepts a TCP connection at host:port within ``timeout``, else why not."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return None
-    except socket.timeout:
-        return f"no answer within {timeout:g} s"
-    except OSError as e:
-        return e.strerror or str(e)
 
 
 def _token_source(environ) -> str | None:
@@ -290,41 +279,6 @@ class PreflightSpec:
     inputs: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def _fs(path: str):
-    import pyarrow.fs
-
-    if _is_uri(path):
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), path
-
-
-def _write(path: str, text: str) -> None:
-    fs, p = _fs(path)
-    with fs.open_output_stream(p) as f:
-        f.write(text.encode())
-
-
-def _read(path: str) -> str | None:
-    fs, p = _fs(path)
-    try:
-        with fs.open_input_stream(p) as f:
-            return f.read().decode()
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def _delete(path: str) -> None:
-    fs, p = _fs(path)
-    try:
-        fs.delete_file(p)
-    except (FileNotFoundError, OSError):
-        pass
-
-
 def _storage_marker(spec: PreflightSpec, suffix: str = "") -> str:
     return f"{spec.storage.rstrip('/')}/{spec.marker}{suffix}"
 
@@ -332,19 +286,17 @@ def _storage_marker(spec: PreflightSpec, suffix: str = "") -> str:
 def check_node(spec: PreflightSpec) -> list[str]:
     """Runs on one node: what this node cannot see or reach (empty: all is well). Writes this
     node's storage marker, which the driver reads back."""
-    from mona_tune.tracking.server import store_fault
-
     import ray
 
     faults = []
     node_id = ray.get_runtime_context().get_node_id()
-    if _read(_storage_marker(spec)) != spec.marker:
+    if storage.read_text(_storage_marker(spec)) != spec.marker:
         faults.append(f"--storage {spec.storage} is not the driver's: a file the driver wrote "
                       "there is missing on this node (use a filesystem every node mounts, or "
                       "s3:// / gs://)")
     else:
         try:
-            _write(_storage_marker(spec, "." + node_id), node_id)
+            storage.write_bytes(_storage_marker(spec, "." + node_id), node_id.encode())
         except OSError as e:
             faults.append(f"--storage {spec.storage} is not writable here ({e})")
     for label, directory in spec.shared_dirs:
@@ -374,14 +326,14 @@ def _mkdirs(path: Path, created: list[Path]) -> None:
 def _driver_writes(spec: PreflightSpec, written: list[str], created: list[Path]) -> None:
     """Place the markers (recorded in ``written``, folders made in ``created``). A storage path
     or folder that cannot be created or written is the driver's own fault, named as such."""
-    if not _is_uri(spec.storage):
+    if not storage.is_uri(spec.storage):
         try:
             _mkdirs(Path(spec.storage), created)
         except OSError as e:
             raise MonaError(f"--storage {spec.storage}: cannot create it ({e.strerror or e})") \
                 from None
     try:
-        _write(_storage_marker(spec), spec.marker)
+        storage.write_bytes(_storage_marker(spec), spec.marker.encode())
         written.append(_storage_marker(spec))
     except OSError as e:
         raise MonaError(f"--storage {spec.storage}: cannot write there ({e})") from None
@@ -398,7 +350,7 @@ def _driver_writes(spec: PreflightSpec, written: list[str], created: list[Path])
 
 def _clean(written: list[str], created: list[Path]) -> None:
     for path in written:
-        _delete(path)
+        storage.delete(path)
     for folder in created:
         try:
             folder.rmdir()  # only if still empty
@@ -423,7 +375,7 @@ def preflight(spec: PreflightSpec, nodes: list[Node],
             more = f" (and {len(bad) - 1} more faults)" if len(bad) > 1 else ""
             raise MonaError(f"{node.label}: {fault}{more}")
         for n in nodes:  # each node's write is visible here: the same storage everywhere
-            if _read(_storage_marker(spec, "." + n.node_id)) != n.node_id:
+            if storage.read_text(_storage_marker(spec, "." + n.node_id)) != n.node_id:
                 raise MonaError(f"{n.label}: --storage {spec.storage}: what this node wrote is "
                                 "not visible to the driver (not the same storage)")
     except BaseException:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mona_tune.config import SearchConfig, SearchSpace
 from mona_tune.errors import MonaError
-from mona_tune.search import cluster
+from mona_tune.search import cluster, storage
 from mona_tune.search.summary import plot_curves, print_summary
 from mona_tune.search.trial import TrialSettings, run_trial, trial_dir_name
 from mona_tune.search.warmup import prepare_nodes
@@ -64,59 +64,15 @@ class SearchOutcome:
     nodes: dict = field(default_factory=dict)  # 'IP (node id)' -> trials that ran there
 
 
-# ---------------------------------------------------------------- storage helpers
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def storage_path(storage: str | None) -> str:
-    """Absolute local path or a URI (``s3://``, ``gs://``, ``file://``)."""
-    if storage is None:
-        storage = "runs"
-    if _is_uri(storage):
-        return storage
-    return str(Path(storage).expanduser().resolve())
-
-
-def _fs(path: str):
-    import pyarrow.fs
-
-    if _is_uri(path):
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), path
-
-
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
+# ---------------------------------------------------------------- the search's own file
 def read_meta(experiment_path: str) -> dict | None:
-    fs, p = _fs(_join(experiment_path, META_FILE))
-    try:
-        with fs.open_input_stream(p) as f:
-            return json.loads(f.read().decode())
-    except (FileNotFoundError, OSError):
-        return None
+    text = storage.read_text(storage.join(experiment_path, META_FILE))
+    return json.loads(text) if text is not None else None
 
 
 def write_meta(experiment_path: str, meta: dict) -> None:
-    fs, p = _fs(_join(experiment_path, META_FILE))
-    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(p) as f:
-        f.write(json.dumps(meta, indent=2, default=str).encode())
-
-
-def _exists(path: str) -> bool:
-    import pyarrow.fs
-
-    fs, p = _fs(path)
-    return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
-
-
-def _put_file(local: Path, target: str) -> None:
-    fs, p = _fs(target)
-    with fs.open_output_stream(p) as f:
-        f.write(Path(local).read_bytes())
+    storage.write_bytes(storage.join(experiment_path, META_FILE),
+                        json.dumps(meta, indent=2, default=str).encode(), make_parent=True)
 
 
 # ---------------------------------------------------------------- the cluster
@@ -217,7 +173,7 @@ def build_tuner(scfg: SearchConfig, param_space: dict, settings: TrialSettings, 
         storage_path=scfg.storage,
         checkpoint_config=tune.CheckpointConfig(
             # on local storage the trials keep their checkpoints themselves (trial.prune_checkpoints)
-            num_to_keep=scfg.checkpoint.num_to_keep if _is_uri(scfg.storage) else None,
+            num_to_keep=scfg.checkpoint.num_to_keep if storage.is_uri(scfg.storage) else None,
             checkpoint_score_attribute=metric,
             checkpoint_score_order=mode,
         ),
@@ -348,7 +304,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
     task = get_task(scfg.task)
     metric, mode = f"val_{task.metric}", task.direction
     test_key = f"test_{task.metric}"
-    exp_path = _join(scfg.storage, scfg.name)
+    exp_path = storage.join(scfg.storage, scfg.name)
     searched = sorted(space.searched)
     max_t = scfg.scheduler.max_t or space.max_stage2_epochs()
 
@@ -366,7 +322,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # CLIReporter's live table
     # every epoch checkpoints; Tune then snapshots its state often, which resume wants
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not _is_uri(scfg.storage):
+    if not storage.is_uri(scfg.storage):
         # snapshot the experiment (trials, checkpoints, searcher) every few seconds, not Tune's
         # adaptive >= 10 s: a trial started after the last snapshot is lost to --resume
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
@@ -449,8 +405,8 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
             metric=task.metric, mode=mode, cpus_per_trial=scfg.cpus_per_trial,
             gpus_per_trial=scfg.gpus_per_trial, checkpoint_every=scfg.checkpoint.every,
             searched=tuple(searched),
-            keep_checkpoints=None if _is_uri(scfg.storage) else scfg.checkpoint.num_to_keep,
-            experiment_path="" if _is_uri(scfg.storage) else str(exp_path),
+            keep_checkpoints=None if storage.is_uri(scfg.storage) else scfg.checkpoint.num_to_keep,
+            experiment_path="" if storage.is_uri(scfg.storage) else str(exp_path),
         )
         if meta is None:
             write_meta(exp_path, {"search_config": scfg.model_dump(mode="json"),
@@ -542,8 +498,8 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
             png = plot_curves(rows, metric, recon, outcome.best_trial_id, Path(d) / CURVES_FILE,
                               title=f"{scfg.name}: {scfg.task}")
             mr.log_artifact(scfg.tracking_uri, parent_run_id, png)
-            target = _join(exp_path, CURVES_FILE)
-            _put_file(png, target)
+            target = storage.join(exp_path, CURVES_FILE)
+            storage.write_bytes(target, png.read_bytes())
             outcome.curves_png = target
             from mona_tune.search.summary import TRIALS_HTML, trials_view, write_trials_report
 
@@ -554,8 +510,8 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
                                          tracking_uri=scfg.tracking_uri,
                                          experiment_id=experiment_id):
                 mr.log_artifact(scfg.tracking_uri, parent_run_id, f)
-                _put_file(f, _join(exp_path, f.name))
-            say(f"  trials side by side: {_join(exp_path, TRIALS_HTML)}; in the MLflow UI: "
+                storage.write_bytes(storage.join(exp_path, f.name), f.read_bytes())
+            say(f"  trials side by side: {storage.join(exp_path, TRIALS_HTML)}; in the MLflow UI: "
                 + trials_view(scfg.tracking_uri, experiment_id, scfg.name, searched, metric,
                               test_key))
         timings["finalize_s"] = time.time() - t0

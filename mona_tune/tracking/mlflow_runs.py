@@ -81,6 +81,14 @@ def redact(uri: str) -> str:
     return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]+):[^@/]*@", r"\1:***@", uri)
 
 
+DB_SCHEMES = ("postgresql", "mysql", "mssql")  # stores MLflow reaches through SQLAlchemy
+
+
+def uri_scheme(uri: str) -> str:
+    """``postgresql+psycopg://...`` -> ``postgresql``; a plain path -> ``""``."""
+    return uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+
+
 def is_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
@@ -98,7 +106,7 @@ def artifact_root(uri: str) -> str | None:
     path = sqlite_path(uri)
     if path is not None:
         return (path.parent / "mlartifacts").as_uri()
-    if uri.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+    if uri_scheme(uri) in DB_SCHEMES:
         return (Path.cwd().resolve() / "mlartifacts").as_uri()
     return None
 

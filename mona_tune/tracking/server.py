@@ -19,11 +19,17 @@ from mona_tune.errors import MonaError
 from mona_tune.tracking import mlflow_runs as mr
 
 CHECK_TIMEOUT_S = 5.0
-DB_SCHEMES = ("postgresql", "mysql", "mssql")
 
 
-def _scheme(uri: str) -> str:
-    return uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+def tcp_fault(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """None if something accepts a TCP connection at host:port within ``timeout``, else why not."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return None
+    except socket.timeout:
+        return f"no answer within {timeout:g} s"
+    except OSError as e:
+        return e.strerror or str(e)
 
 
 def _http_auth(environ) -> dict[str, str]:
@@ -77,7 +83,7 @@ def _db_fault(uri: str, timeout: float) -> str | None:
     import sqlalchemy
 
     shown = mr.redact(uri)
-    scheme = _scheme(uri)
+    scheme = mr.uri_scheme(uri)
     try:
         url = sqlalchemy.engine.make_url(uri)
     except Exception as e:  # ArgumentError
@@ -90,12 +96,9 @@ def _db_fault(uri: str, timeout: float) -> str | None:
         return (f"tracking store {shown}: its database driver ({e.name}) is not installed; "
                 f"pip install 'mona-tune[{extra}]'")
     host, port = url.host, url.port or {"postgresql": 5432, "mysql": 3306}.get(scheme, 1433)
-    if host:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as e:
-            return f"tracking store {shown}: database not reachable at {host}:{port} " \
-                   f"({e.strerror or 'no answer'})"
+    fault = tcp_fault(host, port, timeout) if host else None
+    if fault:
+        return f"tracking store {shown}: database not reachable at {host}:{port} ({fault})"
     try:
         with engine.connect():
             pass
@@ -112,10 +115,10 @@ def store_fault(uri: str, timeout: float = CHECK_TIMEOUT_S) -> str | None:
     does not answer is reported after ``timeout`` seconds, not after MLflow's retries. A SQLite
     or file store is local by nature: whether it is the same file on every node is the
     preflight's question (``search.cluster``)."""
-    scheme = _scheme(uri)
+    scheme = mr.uri_scheme(uri)
     if scheme in ("http", "https"):
         return _http_fault(uri, timeout)
-    if scheme in DB_SCHEMES:
+    if scheme in mr.DB_SCHEMES:
         return _db_fault(uri, timeout)
     return None
 
@@ -182,7 +185,7 @@ def serve(*, backend_store_uri: str, artifacts_destination: str | None = None,
     """Replace this process with ``mlflow server`` (signals reach the server directly)."""
     if not 0 < port < 65536:
         raise MonaError(f"--port {port}: not a TCP port")
-    if _scheme(backend_store_uri) in ("http", "https"):
+    if mr.uri_scheme(backend_store_uri) in ("http", "https"):
         raise MonaError(f"--backend-store-uri {backend_store_uri}: that is a tracking server "
                         "already; open it in a browser")
     path = mr.sqlite_path(backend_store_uri)
