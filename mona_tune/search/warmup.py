@@ -20,10 +20,10 @@ _MAX_THREADS = 8
 _SKIP = (".lock", "lock")
 
 
-def fill_caches(cfg_values: dict) -> dict:
+def fill_caches(cfg_values: dict) -> tuple[dict, dict[str, bytes]]:
     """Load the task data and the source model of ``cfg_values`` (the search's fixed fields) into
-    this node's cache; returns the seconds each took and the files of the cache entries used
-    (relative path -> bytes)."""
+    this node's cache; returns the seconds each took (and the bytes cached), and the files of the
+    cache entries used (relative path -> bytes)."""
     import torch
 
     from mona_tune.cache import cache_root, used_entries
@@ -33,7 +33,7 @@ def fill_caches(cfg_values: dict) -> dict:
     cfg = TrainConfig(**cfg_values)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    out: dict = {}
+    out: dict[str, float] = {}
     t = time.time()
     resources.task_data(cfg)
     out["data_s"] = time.time() - t
@@ -47,8 +47,8 @@ def fill_caches(cfg_values: dict) -> dict:
             if f.is_file() and f.name not in _SKIP and not f.name.endswith(_SKIP) \
                     and not f.name.endswith(".part"):
                 files[str(f.relative_to(root))] = f.read_bytes()
-    out["files"] = files
-    return out
+    out["cache_bytes"] = sum(len(b) for b in files.values())
+    return out, files
 
 
 def install_files(files: dict[str, bytes]) -> int:
@@ -94,20 +94,19 @@ def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_tria
     gpus = 1.0 if gpus_per_trial > 0 and first.gpus >= 1 else 0.0
     values = {**fixed, "num_threads": fixed.get("num_threads") or max(1, int(cpus))}
     t0 = time.time()
-    ref = pinned(fill_caches, first, num_cpus=cpus, num_gpus=gpus).remote(values)
-    result = gather({first: ref}, timeout, "preparing the data and the source model")[first]
-    files = result.pop("files")
-    timings: dict = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    # the files stay in the object store and go from that node to the others, not via the driver
+    timings_ref, files_ref = pinned(fill_caches, first, num_cpus=cpus, num_gpus=gpus,
+                                    num_returns=2).remote(values)
+    timings: dict = dict(gather({first: timings_ref}, timeout,
+                                "preparing the data and the source model")[first])
     others = [n for n in able if n is not first]
     if others:
         t1 = time.time()
-        blob = ray.put(files)
-        refs = {n: pinned(install_files, n, num_cpus=0).remote(blob) for n in others}
+        refs = {n: pinned(install_files, n, num_cpus=0).remote(files_ref) for n in others}
         left = max(60.0, timeout - (t1 - t0))
         written = gather(refs, left, "copying the prepared cache")
         timings["copy_s"] = time.time() - t1
         timings["nodes_filled"] = sum(1 for w in written.values() if w)
     timings["nodes"] = len(able)
     timings["prepared_on"] = first.label
-    timings["cache_bytes"] = sum(len(b) for b in files.values())
     return timings
