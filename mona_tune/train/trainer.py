@@ -38,7 +38,7 @@ from mona_tune.errors import MonaError
 from mona_tune.models.assemble import build_target_model, read_embedder, write_embedder
 from mona_tune.models.source import cpu_threads
 from mona_tune.tasks import get_task
-from mona_tune.train import resources
+from mona_tune.train import faults, resources
 from mona_tune.train.probe import source_probe_error
 from mona_tune.train.stage1 import emb_gradient, mona_gradient, orca_gradient
 
@@ -272,6 +272,9 @@ class Trainer:
     def _run_epoch(self) -> dict:
         if self.stage == 1 and self.epoch >= self.cfg.stage1_epochs:
             self.stage, self.epoch = 2, 0
+        injected = faults.at_epoch(self.cfg, self.stage, self.epoch + 1)  # tests only
+        if injected is not None:
+            self._check(injected, "the training loss", 0)
         t0 = time.perf_counter()
         self.model.train()
         out = self._stage1_epoch() if self.stage == 1 else self._stage2_epoch()
