@@ -8,12 +8,13 @@ Layout
 - child run per trial (tags ``mlflow.parentRunId``, ``ray_trial_id``, ``mona.role=trial``): the
   trial's TrainConfig as params, per-epoch metrics of both stages (step = global epoch), final
   metrics, the stage-1 embedder under ``embedder/`` and the outcome tag (``mona.outcome``:
-  completed / stopped_early / failed);
+  completed / stopped_early / diverged / failed);
 - registered model ``mona-<task>-embedder``: one version per search (the best trial's embedder),
   alias ``best`` on the latest search's best.
 
-Many trial processes write to one SQLite file; every write goes through :func:`retrying`, which
-backs off and retries on "database is locked" (SQLite's busy timeout can still run out under load).
+Many trial processes write to one SQLite file; every call goes through :func:`retrying`, which
+backs off and retries on "database is locked" (SQLite's busy timeout can still run out under load)
+and through a tracking server's outage (refused connections, 5xx) of up to two minutes.
 A client is created once per process and tracking URI.
 """
 
@@ -46,7 +47,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_NODE_IP = "mona.node_ip"  # the Ray node a trial (its latest attempt) ran on
 TAG_NODE_ID = "mona.node_id"
 EMBEDDER_ARTIFACT = "embedder"
-OUTCOMES = ("completed", "stopped_early", "failed")
+OUTCOMES = ("completed", "stopped_early", "diverged", "failed")
 
 
 def registered_model_name(task: str) -> str:
@@ -129,19 +130,45 @@ def _is_locked(err: BaseException) -> bool:
             or "operationalerror" in text and "locked" in text)
 
 
+# what a tracking server that is down, restarting or overloaded makes MLflow's client raise
+_OUTAGE_TEXTS = ("connection refused", "max retries exceeded", "failed to establish",
+                 "connectionerror", "connection aborted", "remotedisconnected",
+                 "connection reset", "read timed out", "temporarily unavailable")
+OUTAGE_S = 120.0  # how long a tracking call keeps retrying through a server outage
+# MLflow's own HTTP retries, bounded (its defaults retry for minutes): ours do the waiting
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def _is_outage(err: BaseException) -> bool:
+    import re
+
+    text = f"{type(err).__name__}: {err}".lower()
+    return any(t in text for t in _OUTAGE_TEXTS) or re.search(r"error code 5\d\d", text) is not None
+
+
 def retrying(fn: Callable[..., T], *args, attempts: int = 8, **kwargs) -> T:
-    """Call ``fn``; on a locked SQLite database, back off (with jitter) and try again."""
-    delay = 0.2
-    for attempt in range(attempts):
+    """Call ``fn``; back off (exponentially, with jitter) and try again on a locked SQLite
+    database (``attempts`` times) or an unreachable or failing (5xx) tracking server (for up to
+    :data:`OUTAGE_S` seconds in all). A retried batch carries the same timestamps, so a store
+    that took it before the error keeps one copy."""
+    delay, locked, start = 0.2, 0, time.monotonic()
+    while True:
         try:
             return fn(*args, **kwargs)
-        except Exception as err:  # MlflowException wraps sqlalchemy's OperationalError
-            if attempt == attempts - 1 or not _is_locked(err):
+        except Exception as err:  # MlflowException wraps sqlalchemy's and requests' errors
+            if _is_locked(err):
+                locked += 1
+                if locked >= attempts:
+                    raise
+                logger.info("tracking store busy (%s); retry %d in %.1fs", err, locked, delay)
+            elif _is_outage(err) and time.monotonic() - start + delay < OUTAGE_S:
+                logger.warning("tracking server unreachable (%s); retrying in %.1fs",
+                               str(err).splitlines()[0][:200], delay)
+            else:
                 raise
-            logger.info("tracking store busy (%s); retry %d in %.1fs", err, attempt + 1, delay)
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")
 
 
 @functools.lru_cache(maxsize=4)
@@ -152,6 +179,8 @@ def get_client(tracking_uri: str):
     path = sqlite_path(tracking_uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
