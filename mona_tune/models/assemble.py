@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mona_tune.models.embedders import Embedder1D, Embedder2D, copy_source_norm, init_from_source
+from mona_tune.models.embedders import Embedder1D, Embedder2D, init_from_source
 from mona_tune.models.encoder import SwinBody
 from mona_tune.models.predictors import ClassificationHead, DenseHead
 from mona_tune.models.source import SourceModel
@@ -38,6 +38,7 @@ def build_target_model(source: SourceModel, in_channels: int, in_shape: tuple[in
     ``"dense"`` (a field of ``out_channels`` channels and spatial ``out_shape``) or ``"classes"``
     (``out_channels`` logits). ``random_encoder`` (method ``scratch``) gives the same architecture
     randomly initialised; its embedder then takes nothing from the source model either.
+    Otherwise the embedder starts from the source patch embedding (:func:`init_from_source`).
     Parameters are initialised from torch's global RNG.
     """
     encoder = source.random_body() if random_encoder else source.body()
@@ -49,10 +50,8 @@ def build_target_model(source: SourceModel, in_channels: int, in_shape: tuple[in
         embedder = Embedder1D(in_channels, in_shape[0], grid, dim)
     else:
         raise ValueError(f"inputs must be 1D or 2D, not {in_shape}")
-    if not random_encoder and len(in_shape) == 2:
+    if not random_encoder:  # the same start for mona, emb, orca and ft (no random draws)
         init_from_source(embedder, source.patch_embed)
-    elif not random_encoder:
-        copy_source_norm(embedder, source.patch_embed)
 
     with torch.no_grad():  # the encoder's output grid and width, whatever the Swin variant
         out = encoder(torch.zeros(1, *grid, dim))

@@ -79,21 +79,38 @@ class Embedder1D(nn.Module):
 
 
 def init_from_source(embedder: nn.Module, source_patch_embed: nn.Module) -> None:
-    """Start a target embedder at the scale the encoder was trained on.
+    """Start a target embedder from the source patch embedding, as ORCA does by default.
 
-    The projection is drawn from a normal distribution with the mean and standard deviation of the
-    source patch projection's weights (and bias), and the LayerNorm is copied from the source
-    patch embedding when it has one, so the first tokens the encoder sees have the statistics of
-    the tokens it was pretrained on (in the spirit of ORCA's statistics-matched initialisation).
+    2D: the projection is the source's strided convolution (same kernel and width, since the
+    target embedder cuts the same patches); where the target has another number of input channels
+    than the source, timm's ``adapt_input_conv`` adapts it (one channel: the sum over the source
+    channels; more: the source channels repeated and scaled by source/target channels), so an
+    input replicated across channels projects as the source image does. The bias is copied.
+    1D: the projection of a piece of sequence has no counterpart in the source; it keeps its
+    random start. Both copy the source LayerNorm when widths agree.
+
+    Nothing here draws random numbers, so every method that builds its model from the same seed
+    starts from the same embedder (methods then differ only in stage 1).
     """
-    src_proj = source_patch_embed.proj
-    with torch.no_grad():
-        w = src_proj.weight.float()
-        embedder.proj.weight.normal_(w.mean().item(), w.std().item())
-        if embedder.proj.bias is not None and src_proj.bias is not None:
-            b = src_proj.bias.float()
-            embedder.proj.bias.normal_(b.mean().item(), b.std().item() if b.numel() > 1 else 0.0)
+    if embedder.kind == "2d":
+        _copy_projection(embedder.proj, source_patch_embed.proj)
     copy_source_norm(embedder, source_patch_embed)
+
+
+def _copy_projection(proj: nn.Conv2d, source_proj: nn.Conv2d) -> None:
+    from timm.models import adapt_input_conv
+
+    w = source_proj.weight.detach()
+    if w.shape[0] != proj.out_channels or tuple(w.shape[2:]) != tuple(proj.kernel_size):
+        raise ValueError(f"source patch projection {tuple(w.shape)} does not fit the target's "
+                         f"{tuple(proj.weight.shape)} (width and patch size come from the source)")
+    with torch.no_grad():
+        proj.weight.copy_(adapt_input_conv(proj.in_channels, w.float(), base_chans=w.shape[1]))
+        if proj.bias is not None:
+            if source_proj.bias is not None:
+                proj.bias.copy_(source_proj.bias)
+            else:
+                proj.bias.zero_()
 
 
 def copy_source_norm(embedder: nn.Module, source_patch_embed: nn.Module) -> None:
