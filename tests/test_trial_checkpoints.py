@@ -41,3 +41,17 @@ def test_restore_takes_the_newest_checkpoint_with_a_state(tmp_path):
     # a stale snapshot names an emptied checkpoint: the newest complete one is restored instead
     assert newest_checkpoint(ckpts[0]) == ckpts[3]
     assert newest_checkpoint(ckpts[3]) == ckpts[3]
+
+
+def test_a_half_copied_checkpoint_is_never_restored(tmp_path):
+    """A process killed while its checkpoint was copied into the storage leaves a trainer state
+    shorter than the one recorded beside it: the restore takes the newest whole one."""
+    ckpts = _checkpoints(tmp_path, [0.5, 0.4, 0.3])
+    for d in ckpts:
+        state = json.loads((d / TRIAL_STATE).read_text())
+        state["trainer_files"] = {"trainer.pt": len(b"state")}
+        (d / TRIAL_STATE).write_text(json.dumps(state))
+    (ckpts[2] / TRAINER_DIR / "trainer.pt").write_bytes(b"sta")  # cut short
+    assert newest_checkpoint(ckpts[2]) == ckpts[1]
+    (ckpts[1] / TRAINER_DIR / "trainer.pt").unlink()  # not copied at all
+    assert newest_checkpoint(ckpts[2]) == ckpts[0]

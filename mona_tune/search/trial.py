@@ -86,15 +86,30 @@ def trial_dir_name(trial_id: str) -> str:
     return f"trial_{trial_id}"
 
 
+def _file_sizes(directory: Path) -> dict[str, int]:
+    return {f.name: f.stat().st_size for f in sorted(directory.iterdir()) if f.is_file()}
+
+
+def _whole(d: Path, state: dict) -> bool:
+    """The trainer state in ``d`` is there and as large as when it was written: a checkpoint
+    that a killed process left half-copied into the storage is never loaded."""
+    try:
+        sizes = _file_sizes(d / TRAINER_DIR)
+    except OSError:
+        return False
+    return bool(sizes) and sizes == state.get("trainer_files", sizes)
+
+
 def _checkpoint_states(trial_dir: Path) -> list[tuple[Path, dict]]:
-    """The trial's checkpoint folders that still hold a trainer state, with their trial state."""
+    """The trial's checkpoint folders that still hold a whole trainer state, with their trial
+    state."""
     out = []
     for d in sorted(trial_dir.glob("checkpoint_*")):
         try:
             state = json.loads((d / TRIAL_STATE).read_text())
         except (OSError, ValueError):
             continue
-        if (d / TRAINER_DIR).is_dir():
+        if _whole(d, state):
             out.append((d, state))
     return out
 
@@ -176,7 +191,7 @@ class _TrialRun:
         trainer.save_checkpoint(d / TRAINER_DIR)
         (d / TRIAL_STATE).write_text(json.dumps({
             "run_id": self.run_id, "trial_id": self.trial_id, "global_epoch": global_epoch,
-            "score": score,
+            "score": score, "trainer_files": _file_sizes(d / TRAINER_DIR),
         }))
         return d, tune.Checkpoint.from_directory(str(d))
 
@@ -265,8 +280,9 @@ class _TrialRun:
 
     def diverged(self, err: BaseException, mode: str) -> None:
         """Training diverged (NaN/inf): deterministic, so not worth Tune's retries. The trial ends
-        with the worst possible value, which the searcher learns from and ASHA ranks last."""
-        self.failed(err)
+        (outcome ``diverged``, the reason in ``mona.outcome_detail``) with the worst possible
+        value, which the searcher learns from and ASHA ranks last."""
+        self.failed(err, outcome="diverged")
         worst = math.inf if mode == "min" else -math.inf
         self.completed = True
         from ray import tune
@@ -276,11 +292,11 @@ class _TrialRun:
                      "global_epoch": self.stage1_epochs + self.cfg.epochs,
                      "mlflow_run_id": self.run_id})
 
-    def failed(self, err: BaseException) -> None:
+    def failed(self, err: BaseException, outcome: str = "failed") -> None:
         try:
             text = f"{type(err).__name__}: {err}".splitlines()[0][:500]
             mr.set_tags(self.s.tracking_uri, self.run_id, {
-                mr.TAG_OUTCOME: "failed", mr.TAG_OUTCOME_DETAIL: text,
+                mr.TAG_OUTCOME: outcome, mr.TAG_OUTCOME_DETAIL: text,
             })
             mr.end_run(self.s.tracking_uri, self.run_id, "FAILED")
         except Exception:
