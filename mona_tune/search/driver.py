@@ -54,7 +54,9 @@ class SearchOutcome:
     best_run_id: str | None = None
     best_config: dict = field(default_factory=dict)
     best_metrics: dict = field(default_factory=dict)
-    outcomes: dict = field(default_factory=dict)  # trial id -> completed / stopped_early / failed
+    outcomes: dict = field(default_factory=dict)  # trial id -> one of mr.OUTCOMES
+    details: dict = field(default_factory=dict)  # trial id -> why it diverged or failed
+    lost_runs: dict = field(default_factory=dict)  # trial id -> deleted run (see reconcile_runs)
     model_version: str | None = None
     curves_png: str | None = None
     timings: dict = field(default_factory=dict)
@@ -114,24 +116,25 @@ def _searcher(scfg: SearchConfig, metric: str, mode: str):
         return BasicVariantGenerator(max_concurrent=scfg.max_concurrent, random_state=scfg.seed)
     import optuna
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from mona_tune.search.resumable import OnceOptunaSearch
 
     # TPE needs a few random trials before it models anything; the default (10) would leave an
     # 8-trial search entirely random.
     startup = max(2, min(10, scfg.num_samples // 3))
     sampler = optuna.samplers.TPESampler(seed=scfg.seed, n_startup_trials=startup)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return ConcurrencyLimiter(OptunaSearch(metric=metric, mode=mode, sampler=sampler),
+    return ConcurrencyLimiter(OnceOptunaSearch(metric=metric, mode=mode, sampler=sampler),
                               max_concurrent=scfg.max_concurrent)
 
 
 def _scheduler(scfg: SearchConfig, max_t: int):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from mona_tune.search.resumable import ResumableASHA, SnapshottingFIFO
 
     if scfg.scheduler.kind == "fifo":
-        return FIFOScheduler()
+        return SnapshottingFIFO()
     grace = min(scfg.scheduler.grace_period, max_t)
-    return ASHAScheduler(time_attr="stage2_epoch", max_t=max_t, grace_period=grace,
+    return ResumableASHA(time_attr="stage2_epoch", max_t=max_t, grace_period=grace,
                          reduction_factor=scfg.scheduler.reduction_factor)
 
 
@@ -247,7 +250,7 @@ def _outcome(row: dict, test_key: str, max_t: int, by: str = "ASHA") -> tuple[st
         text = str(row["error"]).strip().splitlines()
         return "failed", (text[-1] if text else "error")[:500]
     if m.get("diverged"):
-        return "failed", str(m.get("error", "training diverged"))[:500]
+        return "diverged", str(m.get("error", "training diverged"))[:500]
     if test_key in m:
         return "completed", f"completed {int(m.get('stage2_epoch', 0))} stage-2 epochs"
     ep = int(m.get("stage2_epoch", 0) or 0)
@@ -256,11 +259,12 @@ def _outcome(row: dict, test_key: str, max_t: int, by: str = "ASHA") -> tuple[st
 
 
 def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, rows: list[dict],
-                   test_key: str, max_t: int,
-                   stopped_by: str = "ASHA") -> dict[str, tuple[str, str, str | None]]:
+                   test_key: str, max_t: int, stopped_by: str = "ASHA",
+                   lost: dict[str, str] | None = None) -> dict[str, tuple[str, str, str | None]]:
     """Tag every child run with its trial's outcome.
 
-    Returns trial id -> (outcome, detail, run id)."""
+    Returns trial id -> (outcome, detail, run id); ``lost`` receives trial id -> run id of the
+    runs of trials the resumed search did not know (see below)."""
     by_trial = {r.data.tags.get(mr.TAG_TRIAL_ID): r for r in
                 mr.child_runs(tracking_uri, experiment_id, parent_run_id)}
     out = {}
@@ -274,14 +278,16 @@ def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, ro
         tags = {mr.TAG_OUTCOME: outcome, mr.TAG_OUTCOME_DETAIL: detail,
                 "mona.last_stage2_epoch": int(row["metrics"].get("stage2_epoch", 0) or 0)}
         mr.set_tags(tracking_uri, run_id, tags)
-        status = "FAILED" if outcome == "failed" else "FINISHED"
+        status = "FAILED" if outcome in ("failed", "diverged") else "FINISHED"
         if run.info.status != status:
             mr.end_run(tracking_uri, run_id, status)
     for trial_id, run in by_trial.items():
         # A trial started after Tune's last experiment snapshot of an interrupted driver: the
         # resumed search does not know it and samples it again under another id (the searcher's
-        # state is restored from the same snapshot). Its run is deleted (restorable) so that the
-        # store holds one run per trial of the search.
+        # state is restored from the same snapshot). Tune snapshots after adding each trial
+        # (search/resumable.py), so only a driver killed within that step leaves one. Its run is
+        # deleted (restorable) so that the store holds one run per trial of the search, and
+        # named in the parent run's tags and in the summary.
         mr.set_tags(tracking_uri, run.info.run_id, {
             mr.TAG_OUTCOME: "lost",
             mr.TAG_OUTCOME_DETAIL: "started before the driver was interrupted, after Tune's last "
@@ -290,6 +296,11 @@ def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, ro
             mr.end_run(tracking_uri, run.info.run_id, "KILLED")
         mr.retrying(mr.get_client(tracking_uri).delete_run, run.info.run_id)
         logger.info("deleted run %s of lost trial %s", run.info.run_id, trial_id)
+        if lost is not None:
+            lost[trial_id] = run.info.run_id
+    if by_trial:
+        mr.set_tags(tracking_uri, parent_run_id, {"mona.lost_runs": ",".join(
+            run.info.run_id for run in by_trial.values())})
     return out
 
 
@@ -443,11 +454,15 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         t0 = time.time()
         rows = _trial_rows(results)
         stopped_by = "ASHA" if scfg.scheduler.kind == "asha" else "the time budget"
+        lost: dict[str, str] = {}
         recon = reconcile_runs(scfg.tracking_uri, experiment_id, parent_run_id, rows, test_key,
-                               max_t, stopped_by)
+                               max_t, stopped_by, lost)
         outcome = SearchOutcome(name=scfg.name, experiment_path=exp_path,
                                 parent_run_id=parent_run_id, metric=metric, mode=mode,
                                 outcomes={k: v[0] for k, v in recon.items()},
+                                details={k: v[1] for k, v in recon.items()
+                                         if v[0] in ("failed", "diverged")},
+                                lost_runs=lost,
                                 searcher=searcher_name, searcher_trials=n_study)
         best = None
         try:

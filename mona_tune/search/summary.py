@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def plot_curves(rows: list[dict], metric: str, outcomes: dict, best_trial: str | None,
                 path: Path, title: str) -> Path:
     """All trials' validation curves; stage-1 epochs at x <= 0, early-stopped trials end in ×,
-    failed ones in a red ×, the best trial drawn thick."""
+    failed and diverged ones in a red ×, the best trial drawn thick."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,14 +52,15 @@ def plot_curves(rows: list[dict], metric: str, outcomes: dict, best_trial: str |
                     color=line.get_color(), zorder=z)
         if outcome == "stopped_early":
             ax.plot(x.iloc[-1], y.iloc[-1], "x", ms=9, mew=2, color=line.get_color(), zorder=4)
-        elif outcome == "failed":
+        elif outcome in ("failed", "diverged"):
             ax.plot(x.iloc[-1], y.iloc[-1], "x", ms=10, mew=2.5, color="red", zorder=4)
     ax.axvline(0.5, color="0.6", lw=0.8, ls="--")
     ax.set_xlabel("stage-2 epoch (stage-1 epochs at ≤ 0)")
     ax.set_ylabel(metric)
     if any_positive:
         ax.set_yscale("log")
-    ax.set_title(title + "   (dashed: stage 1; × early-stopped; red ×: failed)", fontsize=9)
+    ax.set_title(title + "   (dashed: stage 1; × early-stopped; red ×: failed or diverged)",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
     if handles and len(handles) <= 16:
@@ -88,6 +89,12 @@ def print_summary(o: SearchOutcome, scfg: SearchConfig, metric_name: str, counts
     say("")
     say(f"== search {o.name} done: " + ", ".join(f"{v} {k.replace('_', ' ')}"
                                                   for k, v in counts.items()))
+    for trial, detail in sorted(o.details.items()):
+        say(f"  {o.outcomes.get(trial)} {trial}: {detail}")
+    for trial, run in sorted(o.lost_runs.items()):
+        say(f"  lost trial {trial}: started just before the driver was interrupted, after Tune's "
+            f"last snapshot, and run again under another id; its MLflow run {run} was deleted "
+            "(restorable)")
     if o.best_trial_id is None:
         say("no trial reported a validation metric; see the errors above and "
             f"{o.experiment_path}")
@@ -178,7 +185,7 @@ def _num(v: Any) -> float | None:
 
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return None if math.isnan(float(v)) else float(v)
+    return float(v) if math.isfinite(float(v)) else None  # a diverged trial's ±inf: no value
 
 
 def _trial_table(rows: list[dict], metric: str, mode: str, outcomes: dict,
@@ -262,7 +269,7 @@ def write_trials_html(table: list[dict], path: Path, *, metric: str, mode: str,
         "user-select:none}th[data-dir=asc]::after{content:' \\25B2'}"
         "th[data-dir=desc]::after{content:' \\25BC'}td.n{text-align:right;"
         "font-variant-numeric:tabular-nums}tr.best{font-weight:bold;background:#eef7ee}"
-        "tr.stopped_early td{color:#666}tr.failed td{color:#b00}</style></head><body>",
+        "tr.stopped_early td{color:#666}tr.failed td,tr.diverged td{color:#b00}</style></head><body>",
         f"<h2>{html.escape(title)}: {len(table)} trials</h2>",
         f"<p>Sorted by the best stage-2 <b>{html.escape(metric)}</b> ({mode}); click a column "
         "header to sort by it. <i>last</i> is the value Tune ranks trials by; the best trial "
@@ -315,7 +322,8 @@ def plot_trials(table: list[dict], path: Path, *, metric: str, searched: list[st
                                                  or 0.1 * abs(max(ys)) or 1.0)) if ys else 1.0
     styles = {"completed": dict(marker="o", color="tab:blue", label="completed"),
               "stopped_early": dict(marker="x", color="0.45", label="stopped early"),
-              "failed": dict(marker="x", color="red", label="failed")}
+              "failed": dict(marker="x", color="red", label="failed"),
+              "diverged": dict(marker="x", color="darkorange", label="diverged")}
     for i, key in enumerate(keys):
         ax = axes[i // ncols][i % ncols]
         raw = [r["config"].get(key) if key != "trial" else n for n, r in enumerate(table)]
