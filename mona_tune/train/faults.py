@@ -10,8 +10,9 @@ new list without a restart). Never set it outside tests. Each fault is a dict:
   becomes NaN, ``inf`` with ``value``), ``kill`` (SIGKILL of the own process), ``touch``
   (creates ``path`` with ``{run}`` replaced by a digest of the run's config);
 - which runs: ``match`` (config fields and values, floats compared to 1e-9 relative), ``claim``
-  (a file: the first run to arrive takes the fault, and every later attempt of the same config
-  gets it too), ``once`` (a file: the fault fires once in all, e.g. a kill that a retry survives).
+  (a file: the first run to arrive that holds no other claim in that folder takes the fault, and
+  every later attempt of the same config gets it too), ``once`` (a file: the fault fires once in
+  all, e.g. a kill that a retry survives).
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ def _take(path: str, content: str) -> bool:
 def _applies(fault: dict, cfg: dict, run: str) -> bool:
     if any(k not in cfg or not _same(cfg[k], v) for k, v in fault.get("match", {}).items()):
         return False
-    if "claim" in fault and not _take(fault["claim"], run):
-        return Path(fault["claim"]).read_text().strip() == run
+    if "claim" in fault:
+        claim = Path(fault["claim"])
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        held = {p for p in claim.parent.iterdir() if p.read_text().strip() == run}
+        if claim not in held and (held or not _take(str(claim), run)):
+            return False
     if "once" in fault:
         return _take(fault["once"], run)
     return True
