@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,9 +163,10 @@ class Server:
 
 
 def start_tracking_server(backend: str, artifacts: Path, log: Path,
-                          allowed: str = "") -> Server:
-    """``mona-tune tracking-server`` on 127.0.0.1: the command users run."""
-    port = free_port()
+                          allowed: str = "", port: int = 0) -> Server:
+    """``mona-tune tracking-server`` on 127.0.0.1 (on ``port``, else a free one): the command
+    users run."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "mona_tune.cli", "tracking-server", "--backend-store-uri",
            backend, "--artifacts-destination", str(artifacts), "--port", str(port)]
     if allowed:
@@ -298,3 +300,27 @@ def start_cluster(head_env: dict, head_cpus: int, node_b: bool) -> LocalCluster:
         raise
     return cluster
 
+
+
+# ---------------------------------------------------------------- Ray in the test process
+@contextmanager
+def local_ray(faults_file: Path, num_cpus: int = 2):
+    """``ray.init`` here, its workers started with ``$MONA_TUNE_FAULT`` naming ``faults_file``
+    (the trainer's test-only fault hook reads it at every epoch, so each test writes its own
+    faults there without restarting Ray; an absent file means none). Yields the GCS address."""
+    import ray
+
+    faults_file.unlink(missing_ok=True)
+    before = os.environ.get("MONA_TUNE_FAULT")
+    os.environ["MONA_TUNE_FAULT"] = str(faults_file)
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+        try:
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()
+    finally:
+        if before is None:
+            os.environ.pop("MONA_TUNE_FAULT", None)
+        else:
+            os.environ["MONA_TUNE_FAULT"] = before
