@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: search test bench install clean
+.PHONY: search test bench install clean mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# Mutation testing (mutmut, configured in pyproject.toml) of the core modules against the fast
+# tests; prints the score per module (benchmarks/MUTATION.md). One module: MUTATE='mona_tune.train.losses*'
+MUTATE ?= mona_tune.train.losses* mona_tune.train.stage1* mona_tune.tasks.generate* \
+          mona_tune.tasks.darcy* mona_tune.search.driver.x__outcome* \
+          mona_tune.search.driver.x_reconcile_runs* mona_tune.search.trial* \
+          mona_tune.tracking.best* mona_tune.train.trainer*
+MUTATION_JOBS ?= 2
+mutation: $(STAMP)
+	nice -n 5 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(foreach m,$(MUTATE),'$(m)')
+	$(BIN)/python benchmarks/mutation_score.py $(foreach m,$(MUTATE),'$(m)')
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
