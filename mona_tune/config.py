@@ -37,6 +37,9 @@ class TrainConfig(BaseModel):
     stage1_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the embedder in stage 1")
     source_batch_size: int = Field(32, ge=2, description="labelled source images per stage-1 step")
     uniformity_t: float = Field(2.0, gt=0)
+    orca_distance: Literal["otdd", "mmd"] = Field(
+        "otdd", description="orca's stage-1 distance: the optimal-transport dataset distance "
+        "(as published) or a Gaussian-kernel MMD (cheaper, no labels)")
 
     # stage 2
     epochs: int = Field(5, ge=1, description="stage-2 (fine-tuning) epochs")

@@ -85,7 +85,7 @@ def test_operator_is_symmetric_and_matches_constant_coefficient_laplacian():
 
 
 def dense_darcy_operator(a: np.ndarray, grid: str) -> np.ndarray:
-    """−∇·(a∇u), u = 0 on the boundary, assembled plainly, one unknown and one face at a time.
+    """−∇·(a∇u), u = 0 on the boundary, assembled plainly: one unknown and one face at a time.
 
     Written from the finite-volume balance of each unknown, independently of the generator: the
     flux through a face is (face coefficient) × (difference of u across it) / distance, the face

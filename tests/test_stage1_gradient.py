@@ -148,7 +148,7 @@ def test_first_order_matches_its_definition_and_approximates_second_order():
     assert set(logs) == {"loss", "inner_loss", "outer_loss", "align_loss", "uniform_loss"}
 
 
-@pytest.mark.parametrize("method", ["mona", "mona-first-order", "emb", "orca"])
+@pytest.mark.parametrize("method", ["mona", "mona-first-order", "emb", "orca", "orca-mmd"])
 def test_each_method_lowers_its_objective_and_moves_only_the_embedder(method):
     model, x, y, xs, ys = tiny_problem(dtype=torch.float32, seed=1)
     before = copy.deepcopy(model.state_dict())
@@ -160,7 +160,10 @@ def test_each_method_lowers_its_objective_and_moves_only_the_embedder(method):
                                  first_order=method.endswith("first-order"))
         if method == "emb":
             return emb_gradient(model, x, y, mse)
-        return orca_gradient(model, x, xs)
+        if method == "orca-mmd":
+            return orca_gradient(model, x, xs, distance="mmd")
+        return orca_gradient(model, x, xs, target_labels=torch.tensor([0, 1, 0]),
+                             source_labels=ys)
 
     losses = []
     for _ in range(25):

@@ -37,7 +37,7 @@ _FIELD_FLAGS = {
     "stage1_lr": float, "source_batch_size": int, "probe_every": int, "num_threads": int,
     "n_train": int, "n_test": int, "val_fraction": float, "resolution": int, "beta": float,
     "weight_decay": float, "lr_warmup_epochs": float, "grad_clip": float_or_none,
-    "probe_samples": int,
+    "probe_samples": int, "orca_distance": str,
 }
 _HELP = {
     "task": "task name (darcy, pdebench-darcy)",
@@ -65,6 +65,7 @@ _HELP = {
     "lr_warmup_epochs": "stage-2 epochs of linear learning-rate warm-up",
     "grad_clip": "gradient-norm clipping; 'none' switches it off",
     "probe_samples": "held-out source images of the linear probe (half fit, half scored)",
+    "orca_distance": "orca's stage-1 distance: otdd (as published) or mmd (cheaper)",
 }
 
 
@@ -128,8 +129,9 @@ def _progress(cfg):
         if "outer_loss" in m:
             parts.append(f"inner {m['inner_loss']:.4g} align {m['align_loss']:.4g} "
                          f"uniform {m['uniform_loss']:.4g}")
-        if "mmd" in m:
-            parts.append(f"mmd {m['mmd']:.4g}")
+        for name in ("otdd", "mmd"):
+            if name in m:
+                parts.append(f"{name} {m[name]:.4g}")
         parts.append(f"lr {m['lr']:.2e}")
         if "source_probe_error" in m:
             parts.append(f"source_probe_error {m['source_probe_error']:.3f}")

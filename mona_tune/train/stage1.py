@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 from mona_tune.models.assemble import TargetModel, pool
 from mona_tune.train.losses import align_uniform, gaussian_mmd
+from mona_tune.train.otdd import otdd
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (normalised prediction, physical target) -> scalar
 
@@ -105,11 +106,25 @@ def emb_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> t
     return list(grads), {"loss": loss.detach()}
 
 
-def orca_gradient(model: TargetModel, x: Tensor, source_tokens: Tensor) -> tuple[list, dict]:
-    """ORCA-style alignment: ∇φe MMD²(pooled e(x_target), pooled e_s(x_source)), Gaussian kernel.
+def orca_gradient(model: TargetModel, x: Tensor, source_tokens: Tensor, *,
+                  distance: str = "otdd", target_labels: Tensor | None = None,
+                  source_labels: Tensor | None = None) -> tuple[list, dict]:
+    """ORCA's stage 1: ∇φe of a distance between embedded target and embedded source data.
 
     The mean-pooled token of each embedded sample is its point in the shared input space.
+    ``otdd`` (ORCA as published): the squared optimal-transport dataset distance between the
+    target points labelled ``target_labels`` (k-means pseudo-labels for a dense target) and the
+    source points labelled ``source_labels`` (:mod:`mona_tune.train.otdd`). ``mmd``: the squared
+    Gaussian-kernel MMD between the two point sets, a cheaper stand-in that ignores labels.
     """
-    mmd = gaussian_mmd(pool(model.embedder(x)), pool(source_tokens))
-    grads = torch.autograd.grad(mmd, list(model.embedder.parameters()))
-    return list(grads), {"loss": mmd.detach(), "mmd": mmd.detach()}
+    target, source = pool(model.embedder(x)), pool(source_tokens)
+    if distance == "otdd":
+        if target_labels is None or source_labels is None:
+            raise ValueError("the OTDD needs target and source labels")
+        value = otdd(target, target_labels, source, source_labels).to(target.dtype)
+    elif distance == "mmd":
+        value = gaussian_mmd(target, source)
+    else:
+        raise ValueError(f"unknown orca distance {distance!r} (otdd, mmd)")
+    grads = torch.autograd.grad(value, list(model.embedder.parameters()))
+    return list(grads), {"loss": value.detach(), distance: value.detach()}

@@ -11,9 +11,9 @@ final metrics equal those of an uninterrupted run (on CPU).
 Per-epoch metrics: ``stage`` (1|2), ``epoch`` (1-based within the stage), ``stage2_epoch`` (0 in
 stage 1), ``train_loss`` (the objective minimised that epoch, averaged over its samples),
 ``val_<metric>``, ``lr``, ``epoch_seconds``; stage 1 of ``mona`` adds ``inner_loss``,
-``outer_loss``, ``align_loss``, ``uniform_loss``, of ``orca`` ``mmd``; ``source_probe_error``
-every ``probe_every`` stage-2 epochs and after the last. (In stage 1 the encoder does not change,
-so its probe error is the pretrained one.)
+``outer_loss``, ``align_loss``, ``uniform_loss``, of ``orca`` ``otdd`` (or ``mmd``);
+``source_probe_error`` every ``probe_every`` stage-2 epochs and after the last. (In stage 1 the
+encoder does not change, so its probe error is the pretrained one.)
 
 This module never imports Ray or MLflow: the search wraps it.
 """
@@ -39,6 +39,7 @@ from mona_tune.models.assemble import build_target_model, read_embedder, write_e
 from mona_tune.models.source import cpu_threads
 from mona_tune.tasks import get_task
 from mona_tune.train import faults, resources
+from mona_tune.train.otdd import fit_pseudo_label_centres, pseudo_labels
 from mona_tune.train.probe import source_probe_error
 from mona_tune.train.stage1 import emb_gradient, mona_gradient, orca_gradient
 
@@ -95,6 +96,11 @@ class Trainer:
             random_encoder=cfg.method == "scratch",
         ).to(self.device)
         self.source_embedder = copy.deepcopy(self.source.patch_embed).to(self.device)
+        # orca's OTDD labels a dense target by k-means on its training outputs (ORCA's
+        # pseudo-labels); a classification target has its own labels
+        self.orca_centres = None
+        if cfg.method == "orca" and cfg.orca_distance == "otdd" and self.task.output == "dense":
+            self.orca_centres = fit_pseudo_label_centres(d.y_train, cfg.seed)
         if cfg.init_embedder and not _restoring:
             read_embedder(cfg.init_embedder, self.model, self.source.model_id)
 
@@ -231,8 +237,10 @@ class Trainer:
                 elif cfg.method == "emb":
                     grads, logs = emb_gradient(model, x, y, self._loss)
                 elif cfg.method == "orca":
-                    xs, _ = self._source_batch()
-                    grads, logs = orca_gradient(model, x, xs)
+                    xs, ys = self._source_batch()
+                    labels = y if self.orca_centres is None else pseudo_labels(y, self.orca_centres)
+                    grads, logs = orca_gradient(model, x, xs, distance=cfg.orca_distance,
+                                                target_labels=labels, source_labels=ys)
                 else:  # pragma: no cover - stage1_epochs is 0 for ft and scratch
                     raise AssertionError(cfg.method)
             self._check(logs["loss"], "the stage-1 loss", step)
