@@ -12,8 +12,9 @@ Per-epoch metrics: ``stage`` (1|2), ``epoch`` (1-based within the stage), ``stag
 stage 1), ``train_loss`` (the objective minimised that epoch, averaged over its samples),
 ``val_<metric>``, ``lr``, ``epoch_seconds``; stage 1 of ``mona`` adds ``inner_loss``,
 ``outer_loss``, ``align_loss``, ``uniform_loss``, of ``orca`` ``otdd`` (or ``mmd``);
-``source_probe_error`` every ``probe_every`` stage-2 epochs and after the last. (In stage 1 the
-encoder does not change, so its probe error is the pretrained one.)
+``source_probe_error`` and its standard error ``source_probe_error_se`` every ``probe_every``
+stage-2 epochs and after the last. (In stage 1 the encoder does not change, so its probe error is
+the pretrained one.)
 
 This module never imports Ray or MLflow: the search wraps it.
 """
@@ -40,7 +41,7 @@ from mona_tune.models.source import cpu_threads
 from mona_tune.tasks import get_task
 from mona_tune.train import faults, resources
 from mona_tune.train.otdd import fit_pseudo_label_centres, pseudo_labels
-from mona_tune.train.probe import source_probe_error
+from mona_tune.train.probe import ProbeEstimate, source_probe
 from mona_tune.train.stage1 import emb_gradient, mona_gradient, orca_gradient
 
 CHECKPOINT_FILE = "trainer.pt"
@@ -214,12 +215,11 @@ class Trainer:
         finally:
             self.model.train()
 
-    def probe(self) -> float:
+    def probe(self) -> ProbeEstimate:
         """``source_probe_error`` of the current encoder (see :mod:`mona_tune.train.probe`)."""
         sd = self.source_data
         with self._autocast():
-            return source_probe_error(self.model.encoder, self._embed_source, sd.x_probe,
-                                      sd.y_probe)
+            return source_probe(self.model.encoder, self._embed_source, sd.x_probe, sd.y_probe)
 
     # ------------------------------------------------------------------ epochs
     def _stage1_epoch(self) -> dict:
@@ -294,7 +294,8 @@ class Trainer:
         m[f"val_{self.metric}"] = val
         every = self.cfg.probe_every
         if self.stage == 2 and (self.finished or (every and self.epoch % every == 0)):
-            m["source_probe_error"] = self.probe()
+            probed = self.probe()
+            m["source_probe_error"], m["source_probe_error_se"] = probed.error, probed.se
         m["epoch_seconds"] = time.perf_counter() - t0
         return m
 
@@ -328,13 +329,13 @@ class Trainer:
         vals = [h[key] for h in self.history if key in h]
         best = (min if self.task.direction == "min" else max)(vals) if vals else float("nan")
         last = self.history[-1] if self.history else {}
-        probe = next((h["source_probe_error"] for h in reversed(self.history)
-                      if "source_probe_error" in h), float("nan"))
+        probed = next((h for h in reversed(self.history) if "source_probe_error" in h), {})
         return {
             "task": self.cfg.task, "method": self.cfg.method,
             f"test_{self.metric}": test, key: last.get(key, float("nan")),
             f"best_val_{self.metric}": best,
-            "source_probe_error": probe,
+            "source_probe_error": probed.get("source_probe_error", float("nan")),
+            "source_probe_error_se": probed.get("source_probe_error_se", float("nan")),
             "source_probe_error_pretrained": self.probe_pretrained,
             "train_loss": last.get("train_loss", float("nan")),
             "stage1_epochs": self.cfg.stage1_epochs, "epochs": self.cfg.epochs,
