@@ -42,6 +42,8 @@ def test_fno_v5(fno_dir):
     torch.testing.assert_close(data.x_train[0, 1], grid[:, None].expand(85, 85))
     torch.testing.assert_close(data.x_train[0, 2], grid[None, :].expand(85, 85))
     assert data.info["data_format"] == "fno-v5" and data.info["n_train"] == 6
+    # smooth2 holds only the test samples: validation is split from the training samples
+    assert data.info["validation"] == "the last 2 of 8 training samples (val_fraction 0.25)"
 
 
 def test_decode_round_trip(fno_dir):
@@ -76,12 +78,40 @@ def test_421_subsampled_to_85(tmp_path):
     write_mat_v5(tmp_path / "piececonst_r421_N3_smooth1.mat", {"coeff": a[:3], "sol": u[:3]})
     write_mat_v5(tmp_path / "piececonst_r421_N2_smooth2.mat", {"coeff": a[3:], "sol": u[3:]})
     data = load("darcy", data_dir=str(tmp_path), n_train=3, n_test=1, val_fraction=0.34)
-    check_layout(data, 2, 1, 1, 85)
+    check_layout(data, 3, 1, 1, 85)  # smooth2 holds a sample after the test one: validation
     np.testing.assert_allclose(data.y_test[0, 0], u[3, ::5, ::5], rtol=1e-6)
-    np.testing.assert_allclose(data.y_val[0, 0], u[2, ::5, ::5], rtol=1e-6)
+    np.testing.assert_allclose(data.y_val[0, 0], u[4, ::5, ::5], rtol=1e-6)
     assert data.info["file_resolution"] == 421
     with pytest.raises(MonaError, match="cannot be subsampled to 50"):
         load("darcy", data_dir=str(tmp_path), n_train=3, n_test=1, resolution=50)
+
+
+@pytest.mark.parametrize("writer", [write_mat_v5, write_mat_v73])
+def test_fno_validation_after_the_test_block(tmp_path, writer):
+    """smooth2 holding samples after the test block: they validate, training keeps all n_train."""
+    a1, u1 = darcy_arrays(10, 29, seed=3)
+    a2, u2 = darcy_arrays(8, 29, seed=4)
+    writer(tmp_path / "piececonst_r29_N10_smooth1.mat", {"coeff": a1, "sol": u1})
+    writer(tmp_path / "piececonst_r29_N8_smooth2.mat", {"coeff": a2, "sol": u2})
+    data = load("darcy", data_dir=str(tmp_path), n_train=10, n_test=4, resolution=15,
+                val_fraction=0.3)
+    check_layout(data, 10, 3, 4, 15)
+    np.testing.assert_allclose(data.y_train[:, 0], u1[:, ::2, ::2], rtol=1e-6)
+    np.testing.assert_allclose(data.y_test[:, 0], u2[:4, ::2, ::2], rtol=1e-6)
+    np.testing.assert_allclose(data.y_val[:, 0], u2[4:7, ::2, ::2], rtol=1e-6)
+    # the normalisers are fitted on all 10 training samples, and applied to validation as well
+    fit = torch.tensor(a1[:, ::2, ::2], dtype=torch.float32)
+    expect = (torch.tensor(a2[4:7, ::2, ::2], dtype=torch.float32) - fit.mean(0)) / (
+        fit.std(0) + 1e-5)
+    torch.testing.assert_close(data.x_val[:, 0], expect)
+    assert data.info["n_train"] == 10 and data.info["n_val"] == 3
+    assert data.info["validation"] == "piececonst_r29_N8_smooth2.mat samples 4-6"
+    # one sample too few after the test block (n_val = 4 > 8 - 5): back to the training split
+    data = load("darcy", data_dir=str(tmp_path), n_train=10, n_test=5, resolution=15,
+                val_fraction=0.4)
+    check_layout(data, 6, 4, 5, 15)
+    np.testing.assert_allclose(data.y_val[:, 0], u1[6:, ::2, ::2], rtol=1e-6)
+    assert data.info["validation"] == "the last 4 of 10 training samples (val_fraction 0.4)"
 
 
 def test_pdebench_layout(pdebench_path):
@@ -130,6 +160,7 @@ def test_embedded_defaults():
     data = load("darcy")
     check_layout(data, 180, 20, 50, 85)
     assert data.info["data_source"] == "embedded"
+    assert data.info["validation"].startswith("the last 20 of 200 training samples")
     assert torch.unique(data.x_train[:, 0]).numel() > 1
     again = load("darcy")  # cached: the same files
     torch.testing.assert_close(again.y_test, data.y_test)

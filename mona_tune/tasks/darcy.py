@@ -7,6 +7,16 @@ Input: the coefficient a, normalised per grid point, plus two channels of grid c
 (x along axis 0, y along axis 1), ``(N, 3, r, r)``. Target: u in physical units, ``(N, 1, r, r)``.
 The model predicts u normalised per grid point; ``TaskData.decode`` undoes that (FNO's
 ``UnitGaussianNormalizer``, fitted on the training samples only).
+
+Validation samples. The protocols define training and test sets only (FNO / NAS-Bench-360:
+the first 1000 of smooth1 and the first 100 of smooth2; PDEBench: the last 90% and the first 10%
+of one file), and ORCA trains on all the training samples. ``darcy`` therefore validates on the
+smooth2 samples that follow the test block (100-199 with the real 1024-sample file), so training
+keeps all 1000; only where smooth2 holds no such samples (the embedded data, small files) is the
+last ``val_fraction`` of the training samples held out instead. ``pdebench-darcy`` always holds
+them out of its training part: every sample of a PDEBench file is either test or training, and
+10% of its 9000 training samples is a smaller loss than of FNO's 1000.
+``TaskData.info["validation"]`` names the samples used.
 """
 
 from __future__ import annotations
@@ -93,28 +103,42 @@ def _inputs(a: Tensor, normalizer: UnitGaussianNormalizer, gx: np.ndarray,
     return torch.cat([normalizer.encode(a).unsqueeze(1), xs, ys], dim=1).contiguous()
 
 
+def validation_size(n_train: int, val_fraction: float) -> int:
+    return max(1, int(round(n_train * val_fraction)))
+
+
 def build_task_data(a_train: np.ndarray, u_train: np.ndarray, a_test: np.ndarray,
                     u_test: np.ndarray, gx: np.ndarray, gy: np.ndarray, val_fraction: float,
-                    info: dict, where: str) -> TaskData:
-    """Split off the last ``val_fraction`` of training samples, fit normalisers on the rest."""
+                    info: dict, where: str, val: tuple[np.ndarray, np.ndarray] | None = None,
+                    val_from: str = "") -> TaskData:
+    """Normalisers fitted on the training samples; validation = ``val`` (samples outside the
+    training set, read from ``val_from``) or else the last ``val_fraction`` of the training
+    samples, split off before fitting. ``info["validation"]`` says which."""
     n = a_train.shape[0]
-    n_val = max(1, int(round(n * val_fraction)))
-    n_fit = n - n_val
+    if val is None:
+        n_val = validation_size(n, val_fraction)
+        n_fit = n - n_val
+        val_from = f"the last {n_val} of {n} training samples (val_fraction {val_fraction:g})"
+        a_val, u_val = a_train[n_fit:], u_train[n_fit:]
+    else:
+        n_fit, (a_val, u_val) = n, val
     if n_fit < 2:
         raise MonaError(f"{where}: {n} training samples leave {n_fit} after the validation split "
                         f"(val_fraction={val_fraction}); the normalisers need at least 2")
-    a_tr, u_tr = torch.from_numpy(a_train), torch.from_numpy(u_train)
-    a_normalizer = UnitGaussianNormalizer(a_tr[:n_fit])
-    u_normalizer = UnitGaussianNormalizer(u_tr[:n_fit])
-    x_all = _inputs(a_tr, a_normalizer, gx, gy)
-    y_all = u_tr.unsqueeze(1).contiguous()
-    x_test = _inputs(torch.from_numpy(a_test), a_normalizer, gx, gy)
-    y_test = torch.from_numpy(u_test).unsqueeze(1).contiguous()
-    info = {**info, "n_train": n_fit, "n_val": n_val, "n_test": int(a_test.shape[0]),
-            "resolution": int(a_train.shape[-1])}
-    return TaskData(x_train=x_all[:n_fit], y_train=y_all[:n_fit], x_val=x_all[n_fit:],
-                    y_val=y_all[n_fit:], x_test=x_test, y_test=y_test,
-                    decode=u_normalizer.decode, info=info)
+    a_fit, u_fit = a_train[:n_fit], u_train[:n_fit]
+    a_normalizer = UnitGaussianNormalizer(torch.from_numpy(a_fit))
+    u_normalizer = UnitGaussianNormalizer(torch.from_numpy(u_fit))
+
+    def pair(a: np.ndarray, u: np.ndarray) -> tuple[Tensor, Tensor]:
+        return (_inputs(torch.from_numpy(a), a_normalizer, gx, gy),
+                torch.from_numpy(u).unsqueeze(1).contiguous())
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        pair(a_fit, u_fit), pair(a_val, u_val), pair(a_test, u_test))
+    info = {**info, "n_train": n_fit, "n_val": int(a_val.shape[0]), "validation": val_from,
+            "n_test": int(a_test.shape[0]), "resolution": int(a_train.shape[-1])}
+    return TaskData(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
+                    y_test=y_test, decode=u_normalizer.decode, info=info)
 
 
 # ---------------------------------------------------------------- embedded data
@@ -175,7 +199,11 @@ def _embedded_pdebench(n_train: int | None, n_test: int | None, resolution: int,
 
 # ---------------------------------------------------------------- loaders
 def load_darcy(cfg) -> TaskData:
-    """NAS-Bench-360 Darcy: first n_train of smooth1, first n_test of smooth2, subsampled."""
+    """NAS-Bench-360 Darcy: first n_train of smooth1, first n_test of smooth2, subsampled.
+
+    Validation: the ``round(val_fraction · n_train)`` smooth2 samples right after the test block
+    when smooth2 holds them, else the last ones of the n_train (see the module docstring).
+    """
     target = cfg.resolution or DARCY_RESOLUTION
     if cfg.data_dir is None:
         n_train = cfg.n_train or EMBEDDED_DARCY["n_train"]
@@ -194,11 +222,17 @@ def load_darcy(cfg) -> TaskData:
     step = readers.fno_step(heads[0].resolution, target, train_path)
     a_train, u_train = readers.read_fno(train_path, n_train, step, "n_train")
     a_test, u_test = readers.read_fno(test_path, n_test, step, "n_test")
+    # validation after the test block of smooth2 where the file holds it (the original holds
+    # 1024 samples: test 0-99, validation 100-199), so training keeps all n_train samples
+    n_val, val, val_from = validation_size(n_train, cfg.val_fraction), None, ""
+    if heads[1].n >= n_test + n_val:
+        val = readers.read_fno(test_path, n_val, step, "n_val", start=n_test)
+        val_from = f"{test_path.name} samples {n_test}-{n_test + n_val - 1}"
     grid = np.linspace(0.0, 1.0, target, dtype=np.float32)
     info = {"data_source": source, "data_files": f"{train_path}, {test_path}",
             "data_format": heads[0].version, "file_resolution": heads[0].resolution}
     return build_task_data(a_train, u_train, a_test, u_test, grid, grid, cfg.val_fraction, info,
-                           str(train_path))
+                           str(train_path), val, val_from)
 
 
 def load_pdebench_darcy(cfg) -> TaskData:

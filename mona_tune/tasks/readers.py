@@ -180,8 +180,10 @@ def fno_header(path: Path) -> FnoFile:
     return FnoFile(path, fmt, shape[0], shape[1])
 
 
-def read_fno(path: Path, n: int, step: int, what: str = "n") -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` samples of ``coeff`` and ``sol``, every ``step``-th node, float32 (n, r, r).
+def read_fno(path: Path, n: int, step: int, what: str = "n",
+             start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``start .. start + n − 1`` of ``coeff`` and ``sol`` (the first ``n`` by default),
+    every ``step``-th node, float32 (n, r, r).
 
     ``what`` names the count in messages (``n_train``, ``n_test``).
     """
@@ -189,21 +191,22 @@ def read_fno(path: Path, n: int, step: int, what: str = "n") -> tuple[np.ndarray
     import scipy.io
 
     head = fno_header(path)
-    _check_count(path, head.n, n, "", f"{what}={n}")
+    _check_count(path, head.n, start + n, "", f"{what}={n}" + (f" after {start}" if start else ""))
+    rows = slice(start, start + n)
     out = []
     for name in FNO_FIELDS:
         with file_errors(path):
             if head.version == "fno-v73":
                 with h5py.File(path, "r") as f:
                     # stored (R, R, N): slice there, then reverse the axes back to (N, R, R)
-                    arr = f[name][::step, ::step, :n].transpose(2, 1, 0)
+                    arr = f[name][::step, ::step, rows].transpose(2, 1, 0)
             else:
                 full = scipy.io.loadmat(str(path), variable_names=[name])[name]
                 if full.shape != (head.n, head.resolution, head.resolution):
                     raise MonaError(f"{path}: field {name!r} has shape {full.shape} when read, "
                                     f"header says {(head.n, head.resolution, head.resolution)} "
                                     f"(truncated file?)")
-                arr = full[:n, ::step, ::step]
+                arr = full[rows, ::step, ::step]
                 del full
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         _check_finite(path, name, arr)

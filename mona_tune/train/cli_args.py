@@ -54,10 +54,11 @@ _HELP = {
     "device": "auto (CUDA when present), cpu, cuda, cuda:N",
     "init_embedder": "an embedder directory written by a previous run (skips stage 1)",
     "probe_every": "measure source_probe_error every k stage-2 epochs (always at the end)",
-    "n_train": "training samples read from the data, --val-fraction of them held out "
-               "(default: the task's)",
+    "n_train": "training samples read from the data (default: the task's)",
     "n_test": "test samples read from the data (default: the task's)",
-    "val_fraction": "share of the training samples held out for validation",
+    "val_fraction": "validation samples as a share of the training samples (darcy: the "
+                    "smooth2 samples after the test block where the file holds them, else held "
+                    "out of the training samples)",
     "resolution": "grid points per side after subsampling (default: 85 for darcy, "
                   "64 for pdebench-darcy)",
     "beta": "PDEBench Darcy β: reads 2D_DarcyFlow_beta<β>_Train.hdf5 from --data-dir",
