@@ -1,4 +1,5 @@
-"""Stage-1 objectives on features: alignment and uniformity (MoNA), Gaussian MMD (ORCA stand-in)."""
+"""Stage-1 objectives on features: alignment and uniformity (MoNA), Gaussian MMD (orca's cheap
+option; its published distance, the OTDD, is in :mod:`mona_tune.train.otdd`)."""
 
 from __future__ import annotations
 
@@ -56,9 +57,9 @@ def gaussian_mmd(x: Tensor, y: Tensor, sigma2: Tensor | float | None = None) -> 
     sample. The biased (V-statistic) estimate, ``mean k(x, x') + mean k(y, y') − 2 mean k(x, y)``,
     which is never negative.
 
-    Used as the cheap stand-in for ORCA's optimal-transport dataset distance (OTDD) in the ``orca``
-    baseline: both make the embedded target distribution close to the embedded source one; OTDD
-    also matches labels, which have no counterpart for a dense target.
+    The ``orca`` baseline's cheaper option (``orca_distance="mmd"``) instead of ORCA's
+    optimal-transport dataset distance: both make the embedded target distribution close to the
+    embedded source one; the OTDD also matches classes (k-means pseudo-classes of the target).
     """
     z = torch.cat([x, y])
     if sigma2 is None:

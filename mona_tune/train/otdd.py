@@ -8,9 +8,9 @@ labelled dataset is a distribution over pairs ``z = (x, y)``; the distance betwe
 where ``α_y`` is the distribution of the features of class ``y`` (a label is represented by its
 class-conditional feature distribution, so labels of two datasets compare although their label
 sets differ), and OTDD is the p-Wasserstein distance between the two datasets under ``d_Z``.
-Here p = 2 and both transports are exact (``ot.emd2``, network simplex), on the empirical
+Here p = 2 and both transports are exact (POT's network simplex, ``ot.emd``), on the empirical
 distributions with uniform weights; :func:`otdd` returns the squared distance (the OT cost),
-which is differentiable everywhere (the square root is not at 0).
+differentiable wherever the optimal plans are unique (the square root is not, at 0).
 
 Gradient: by the envelope theorem the derivative of the optimal cost with respect to the cost
 matrix is the optimal plan (POT's exact solver gives it), and the cost matrices are torch
@@ -36,7 +36,7 @@ from torch import Tensor
 
 from mona_tune.train.losses import sq_dists
 
-# k of the target's k-means: as many pseudo-classes as ORCA's CIFAR-10 source has classes
+# k of the target's k-means (our choice): as many pseudo-classes as CIFAR-10, ORCA's source, has
 PSEUDO_LABEL_CLUSTERS = 10
 
 
