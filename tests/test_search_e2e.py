@@ -39,7 +39,8 @@ budget: {num_samples: 6, max_concurrent: 2}
 scheduler: {grace_period: 1, reduction_factor: 2}
 """
 GOOD_LR, USELESS_LR = 3.0e-3, 1.0e-7
-SEED = 10  # lr sequence: good, good, useless, useless, good, useless
+SEED = 10
+SEQUENCE = ["good", "good", "useless", "useless", "good", "useless"]  # the lrs SEED samples
 
 
 def asha_faults(folder: Path) -> list[dict]:
@@ -51,15 +52,16 @@ def asha_faults(folder: Path) -> list[dict]:
              "until": f"{folder}/rung1_*", "count": 2}]
 
 
-def check_asha_stops(grid) -> dict[str, int]:
-    """What the seeded search gives when uninterrupted: the sequence of learning rates, every
+def check_asha_stops(grid, trials: int = 6) -> dict[str, int]:
+    """What the seeded search of ``trials`` trials gives when uninterrupted: the sequence of
+    learning rates, every
     useless trial stopped at the first rung (stage-2 epoch 1), every sensible one past it (the
     second rung compares the sensible ones among themselves, in the order they arrive). Returns
     trial id -> last stage-2 epoch."""
-    assert len(grid) == 6 and not grid.errors
+    assert len(grid) == trials and not grid.errors
     ordered = sorted(grid, key=lambda r: r.metrics["trial_id"])
     lrs = ["good" if r.config["lr"] == GOOD_LR else "useless" for r in ordered]
-    assert lrs == ["good", "good", "useless", "useless", "good", "useless"], lrs
+    assert lrs == SEQUENCE[:trials], lrs
     stage2 = {r.metrics["trial_id"]: r.metrics["stage2_epoch"] for r in ordered}
     reached = [stage2[r.metrics["trial_id"]] for r in ordered]
     assert [e == 1 for e in reached] == [lr == "useless" for lr in lrs], (lrs, reached)
