@@ -269,7 +269,8 @@ def write_trials_html(table: list[dict], path: Path, *, metric: str, mode: str,
         "user-select:none}th[data-dir=asc]::after{content:' \\25B2'}"
         "th[data-dir=desc]::after{content:' \\25BC'}td.n{text-align:right;"
         "font-variant-numeric:tabular-nums}tr.best{font-weight:bold;background:#eef7ee}"
-        "tr.stopped_early td{color:#666}tr.failed td,tr.diverged td{color:#b00}</style></head><body>",
+        "tr.stopped_early td{color:#666}tr.failed td,tr.diverged td{color:#b00}"
+        "</style></head><body>",
         f"<h2>{html.escape(title)}: {len(table)} trials</h2>",
         f"<p>Sorted by the best stage-2 <b>{html.escape(metric)}</b> ({mode}); click a column "
         "header to sort by it. <i>last</i> is the value Tune ranks trials by; the best trial "
