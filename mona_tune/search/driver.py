@@ -329,6 +329,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
             raise MonaError(f"--resume: {exp_path} holds no Tune experiment state to resume")
     # the tracking store answers, before Ray starts (seconds, not MLflow's retries)
     check_store(scfg.tracking_uri)
+    mr.ride_out_outages()
     env = cluster.forwarded_env()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # CLIReporter's live table
     # every epoch checkpoints; Tune then snapshots its state often, which resume wants
@@ -542,6 +543,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
             logger.debug("could not close the parent run", exc_info=True)
         raise
     finally:
+        mr.ride_out_outages(0.0)  # only while the search runs (tests call it in-process)
         if started:
             import ray
 

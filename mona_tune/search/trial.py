@@ -311,6 +311,7 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
     from mona_tune.config import TrainConfig
 
     t_start = time.perf_counter()
+    mr.ride_out_outages()
     for name in ("ray.train", "ray.tune"):  # one line per checkpoint otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
     ctx = tune.get_context()

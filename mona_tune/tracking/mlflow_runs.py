@@ -135,6 +135,7 @@ _OUTAGE_TEXTS = ("connection refused", "max retries exceeded", "failed to establ
                  "connectionerror", "connection aborted", "remotedisconnected",
                  "connection reset", "read timed out", "temporarily unavailable")
 OUTAGE_S = 120.0  # how long a tracking call keeps retrying through a server outage
+_outage_bound_s = 0.0  # in this process (see ride_out_outages)
 # MLflow's own HTTP retries, bounded (its defaults retry for minutes): ours do the waiting
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
@@ -147,11 +148,19 @@ def _is_outage(err: BaseException) -> bool:
     return any(t in text for t in _OUTAGE_TEXTS) or re.search(r"error code 5\d\d", text) is not None
 
 
+def ride_out_outages(seconds: float = OUTAGE_S) -> None:
+    """From now on, in this process, tracking calls retry through a tracking server's outage
+    for up to ``seconds``: a search and its trials do, once the server answered; a command
+    pointed at a server that is not there fails at once."""
+    global _outage_bound_s
+    _outage_bound_s = seconds
+
+
 def retrying(fn: Callable[..., T], *args, attempts: int = 8, **kwargs) -> T:
     """Call ``fn``; back off (exponentially, with jitter) and try again on a locked SQLite
-    database (``attempts`` times) or an unreachable or failing (5xx) tracking server (for up to
-    :data:`OUTAGE_S` seconds in all). A retried batch carries the same timestamps, so a store
-    that took it before the error keeps one copy."""
+    database (``attempts`` times) or, after :func:`ride_out_outages`, an unreachable or failing
+    (5xx) tracking server. A retried batch carries the same timestamps, so a store that took it
+    before the error keeps one copy."""
     delay, locked, start = 0.2, 0, time.monotonic()
     while True:
         try:
@@ -162,7 +171,7 @@ def retrying(fn: Callable[..., T], *args, attempts: int = 8, **kwargs) -> T:
                 if locked >= attempts:
                     raise
                 logger.info("tracking store busy (%s); retry %d in %.1fs", err, locked, delay)
-            elif _is_outage(err) and time.monotonic() - start + delay < OUTAGE_S:
+            elif _is_outage(err) and time.monotonic() - start + delay < _outage_bound_s:
                 logger.warning("tracking server unreachable (%s); retrying in %.1fs",
                                str(err).splitlines()[0][:200], delay)
             else:
