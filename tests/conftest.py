@@ -33,7 +33,7 @@ def fast_source(one_thread):
     from mona_tune.train import resources
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"digits": 2, "cifar10": 1})
+        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"fractals": 2, "digits": 2, "cifar10": 1})
         resources.clear()
         yield
         resources.clear()
