@@ -1,9 +1,12 @@
-"""ft, emb, orca, mona, scratch on the embedded Darcy task: test metric and source_probe_error.
+"""ft, emb, orca, mona, scratch and ridge on the embedded Darcy task: is MoNA's claim borne out?
 
-Same budget and seeds for every method (``mona-tune compare``); prints the table (mean ± std over
-seeds) and, as its last line, the means. Curves and raw runs go to ``benchmarks/out/methods``.
+``mona-tune compare`` with the same budget, data and seeds for every method (5 seeds by default):
+prints the table (mean ± standard error over seeds, the ridge and scratch references, the paired
+differences mona − ft and mona − emb with their 95 % intervals and verdicts) and, as its last
+line, the verdicts and the test metric of every row. Curves and raw runs go to
+``benchmarks/out/methods``.
 
-    python benchmarks/methods_table.py [--seeds 3] [--epochs 5] [--warmup-epochs 2]
+    python benchmarks/methods_table.py [--seeds 5] [--epochs N] [--warmup-epochs N]
                                        [--lam 1.0] [--inner-lr 0.1]
 """
 
@@ -14,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mona_tune.config import TrainConfig
-from mona_tune.train.compare import compare, markdown_table, write_outputs
+from mona_tune.train.compare import compare, headline, markdown_table, write_outputs
 
 METHODS = ["ft", "emb", "orca", "mona", "scratch"]
 
@@ -22,7 +25,7 @@ METHODS = ["ft", "emb", "orca", "mona", "scratch"]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="darcy")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--warmup-epochs", type=int, default=None)
     ap.add_argument("--num-threads", type=int, default=None, help="torch threads per run")
@@ -43,12 +46,7 @@ def main() -> None:
                      log=lambda line: print(line, file=sys.stderr, flush=True))
     write_outputs(result, args.out)
     print(markdown_table(result))
-    s, metric = result["summary"], result["metric"]
-    tests = ", ".join(f"{m} {s[m][f'test_{metric}'][0]:.4f}" for m in METHODS)
-    probes = ", ".join(f"{m} {s[m]['source_probe_error'][0]:.3f}" for m in METHODS)
-    print(f"test {metric}: {tests} | source_probe_error: {probes} "
-          f"(pretrained {s['pretrained']['source_probe_error'][0]:.3f}; {args.seeds} seeds; "
-          f"mona lam {args.lam:g}, inner_lr {args.inner_lr:g})")
+    print(f"{headline(result)}; mona lam {args.lam:g}, inner_lr {args.inner_lr:g}")
 
 
 if __name__ == "__main__":

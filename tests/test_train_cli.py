@@ -193,21 +193,3 @@ def test_bad_yaml(capsys, tmp_path):
     path.write_text("lamda: 0.5\n")
     code, _, err = run(capsys, "--config", path)
     assert code == 2 and "lamda" in err
-
-
-def test_compare_writes_table_json_and_figure(capsys, tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text("n_train: 24\nn_test: 8\nbatch_size: 8\nprobe_samples: 40\n"
-                      "num_threads: 1\ndevice: cpu\n")
-    code = main(["compare", "--task", "darcy", "--methods", "ft,mona", "--seeds", "2",
-                 "--epochs", "2", "--warmup-epochs", "1", "--config", str(config),
-                 "--out", str(tmp_path / "cmp")])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert "| ft |" in out and "| mona |" in out and "(pretrained encoder)" in out
-    table = json.loads((tmp_path / "cmp" / "table.json").read_text())
-    assert table["summary"]["mona"]["n"] == 2 and len(table["summary"]["ft"]["test_rel_l2"]) == 2
-    runs = json.loads((tmp_path / "cmp" / "runs.json").read_text())
-    assert all(sum("source_probe_error" in h for h in r["history"]) == 2 for r in runs)
-    assert (tmp_path / "cmp" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["compare", "--methods", "ft,nope"]) == 2
