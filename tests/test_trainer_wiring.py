@@ -134,6 +134,7 @@ def test_training_loss_is_taken_on_decoded_predictions():
     assert [h["stage"] for h in trainer.history] == [1, 2]
     for h in trainer.history:
         assert h["train_loss"] == pytest.approx(want, rel=1e-4)
+    assert trainer.history[0]["lr"] == 1e-12  # stage 1 reports the embedder's learning rate
 
 
 def schedule(step: int, total: int, warm: int) -> float:
@@ -239,19 +240,29 @@ def test_one_mona_step_follows_the_stage1_gradient():
     def loss_fn(pred, target):
         return rel_l2(decode(pred, y_fit), target).mean()
 
+    logs = {}
+
     def expected_step(lam_, alpha_, labels):
-        grads, _ = mona_gradient(model, x, y, loss_fn, xs, labels, inner_lr=alpha_, lam=lam_)
+        grads, logs[lam_, alpha_, labels is ys] = mona_gradient(
+            model, x, y, loss_fn, xs, labels, inner_lr=alpha_, lam=lam_)
         return [adamw_first_step(p.detach(), g, lr, wd)
                 for p, g in zip(model.embedder.parameters(), clipped(list(grads), 1.0))]
 
     out = trainer.fit()
     assert out["stopped"] and trainer.history[0]["stage"] == 1
+    reported = trainer.history[0]
     got = [p.detach() for p in trainer.model.embedder.parameters()]
 
     def gap(want):
         return max(float((a - b).abs().max()) for a, b in zip(got, want))
 
     assert gap(expected_step(lam, alpha, ys)) < 1e-7
+    # one step: the epoch's losses are that step's
+    want = logs[lam, alpha, True]
+    assert reported["train_loss"] == pytest.approx(float(want["loss"]), rel=1e-6)
+    for key in ("inner_loss", "outer_loss", "align_loss", "uniform_loss"):
+        assert reported[key] == pytest.approx(float(want[key]), rel=1e-6)
+    assert reported["lr"] == lr
     # each of λ, α and the labels changes the step: the trainer follows these very values
     shuffled = ys[torch.randperm(len(ys), generator=torch.Generator().manual_seed(1))]
     assert not torch.equal(shuffled, ys)
@@ -263,3 +274,20 @@ def test_one_mona_step_follows_the_stage1_gradient():
         for a, b in zip(getattr(trainer.model, part).parameters(),
                         getattr(model, part).parameters()):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("size, counts", [(8, [2, 2, 2, 2]), (7, [3, 2, 2]), (2, [2])])
+def test_source_batches_are_class_balanced(size, counts):
+    """``source_batch_size // 2`` classes in equal shares (the remainder to the first ones), so
+    that the alignment loss has same-class pairs and the uniformity loss different-class ones."""
+    trainer = Trainer(tiny(method="mona", source_batch_size=size))
+    seen = set()
+    for _ in range(3):
+        xs, ys = trainer._source_batch()
+        assert len(xs) == size
+        labels, n = torch.unique(ys, return_counts=True)
+        assert sorted(n.tolist(), reverse=True) == counts
+        seen.add(tuple(labels.tolist()))
+    source_batch_is_labelled_consistently(trainer, xs, ys)
+    if len(counts) > 1:
+        assert len(seen) > 1  # different classes from one batch to the next
