@@ -165,10 +165,9 @@ def compare(base: TrainConfig, methods: list[str], seeds: int, log=None) -> dict
 
 # ---------------------------------------------------------------- the table and the figure
 def _cell(d: dict, digits: int) -> str:
-    if d["n"] == 0:
-        return "n/a"
-    sd = f" (sd {d['sd']:.{digits}f})" if d["n"] > 1 else ""
-    return f"{d['mean']:.{digits}f} ± {d['se']:.{digits}f}{sd}"
+    if d["n"] < 2:
+        return f"{d['mean']:.{digits}f} (one seed)" if d["n"] else "n/a"
+    return f"{d['mean']:.{digits}f} ± {d['se']:.{digits}f} (sd {d['sd']:.{digits}f})"
 
 
 def markdown_table(result: dict) -> str:
@@ -198,9 +197,10 @@ def markdown_table(result: dict) -> str:
         for p in result["paired"]:
             digits = 4 if p["quantity"] == key else 3
             quantity = f"test {metric}" if p["quantity"] == key else PROBE
+            interval = (f"[{p['low']:+.{digits}f}, {p['high']:+.{digits}f}]"
+                        if math.isfinite(p["low"]) else "n/a")
             lines.append(f"| {p['method']} − {p['other']} | {quantity} | "
-                         f"{p['mean']:+.{digits}f} | [{p['low']:+.{digits}f}, "
-                         f"{p['high']:+.{digits}f}] | {p['n']} | {p['verdict']} |")
+                         f"{p['mean']:+.{digits}f} | {interval} | {p['n']} | {p['verdict']} |")
     return "\n".join(lines)
 
 

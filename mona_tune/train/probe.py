@@ -5,14 +5,17 @@ the mean-pooled features feed a linear probe (standardised features, multinomial
 regression). The error is 1 − accuracy on images the probe was not fitted on (the paper's
 Figure 3 measure, on CIFAR-10 there).
 
-One fit/score split of a few hundred images is noisy: on the embedded digits the pretrained
-encoder's error moves by about ±0.015 from one random 200/200 split to another, as much as the
-gaps between methods. So the error is averaged over repeated stratified k-fold splits (``FOLDS``
-folds × ``REPEATS`` repetitions, fixed seed) rather than over repeated random halves: within a
-repetition every image is scored exactly once, so each repetition already uses all the images
-instead of half of them; stratification removes the class-mix noise; and each fit sees
-(k − 1)/k of the images. The same seed gives every encoder the same splits, so differences
-between encoders are not differences of splits.
+One fit/score split of a few hundred images is noisy: the pretrained embedded encoders' errors
+moved by 0.015 (digits) and 0.028 (fractals) from one random 200/200 split of their 400 probe
+images to another (standard deviation over 20 splits), as much as the gaps between methods. So
+the error is averaged over repeated stratified k-fold splits (``FOLDS`` folds × ``REPEATS``
+repetitions, fixed seed) rather than over repeated random halves: within a repetition every image
+is scored exactly once, so each repetition already uses all the images instead of half of them;
+stratification removes the class-mix noise; and each fit sees (k − 1)/k of the images. On the
+same encoders the estimate moves by 0.004 and 0.005 from one seed of the splits to another
+(one repetition: 0.005 and 0.006; four: 0.003, at twice the fits; two keep a probe under a
+second): ``python benchmarks/probe_noise.py``. The same seed gives every encoder the same splits,
+so differences between encoders are not differences of splits.
 
 Its standard error (``source_probe_error_se``) is the corrected resampled one of Nadeau & Bengio
 (2003), as applied to repeated k-fold by Bouckaert & Frank (2004):
