@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("tuning_overhead.py", [], "search wall time over the ideal, per-trial fixed cost"),
     ("search_schedulers.py", [], "ASHA vs FIFO vs random: best metric and epochs spent"),
     ("multinode.py", [], "the same search on one node (2 CPU) and on two local nodes (2 x 1 CPU)"),
+    ("source_transfer.py", [], "does the embedded source help? ft per source vs scratch, paired"),
     ("methods_table.py", [], "ft, emb, orca, mona, scratch: test metric and source_probe_error"),
 ]
 

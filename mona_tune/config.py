@@ -61,7 +61,8 @@ class TrainConfig(BaseModel):
     # source model
     source_model: str | None = Field(None, description="timm model name; None = embedded default")
     weights: str | None = Field(None, description="local checkpoint / safetensors for source_model")
-    source_data: str | None = Field(None, description="'digits' (default) or 'cifar10:DIR'")
+    source_data: str | None = Field(None, description="'digits' (default), 'fractals' or "
+                                     "'cifar10:DIR'")
     init_embedder: str | None = Field(None, description="exported embedder directory; skips stage 1")
 
     # diagnostics and runtime
@@ -82,9 +83,9 @@ class TrainConfig(BaseModel):
         if self.first_order and self.method != "mona":
             raise ValueError("first_order applies only to method 'mona'")
         if self.source_data and not (
-            self.source_data == "digits" or self.source_data.startswith("cifar10:")
+            self.source_data in ("fractals", "digits") or self.source_data.startswith("cifar10:")
         ):
-            raise ValueError("source_data must be 'digits' or 'cifar10:DIR'")
+            raise ValueError("source_data must be 'fractals', 'digits' or 'cifar10:DIR'")
         return self
 
     @property

@@ -10,6 +10,11 @@ Source data (``source_data``)
     ``digits`` (default): scikit-learn's 1797 8×8 digits, split once (fixed permutation) into
     pretraining (1097, trains the embedded model), alignment (300, stage-1 outer-loss batches) and
     probe (400, held out: the linear probe of ``source_probe_error``) parts.
+    ``fractals``: formula-driven images (:mod:`mona_tune.models.fractals`, FractalDB-style): 32
+    fractal categories × 64 instances at 32×32, generated in seconds from a fixed seed; per
+    category 40 pretraining, 10 alignment and 14 probe instances. Measured against ``digits``
+    in ``benchmarks/source_transfer.py``: neither source makes fine-tuning beat training from
+    scratch on the embedded Darcy task (see benchmarks/RESULTS.md).
     ``cifar10:DIR``: the CIFAR-10 python-pickle directory (``data_batch_1..5``, ``test_batch``),
     never downloaded. Pretraining = the 50000 training images; the 10000 test images, permuted
     once, give alignment (first 1000) and probe (the next ``probe_samples``) parts.
@@ -67,11 +72,12 @@ def torch_threads(n: int):
 # Sized to train in about a minute on 2 CPU cores and reach ~97% on held-out digits.
 EMBEDDED_ARCH = dict(img_size=32, patch_size=4, window_size=4, embed_dim=48, depths=(2, 2),
                      num_heads=(3, 6), mlp_ratio=4.0)
-EMBEDDED_RECIPE = dict(epochs={"digits": 50, "cifar10": 8}, batch_size=64, lr=3e-3,
-                       weight_decay=0.05, shift=2, seed=0, version=1)
+EMBEDDED_RECIPE = dict(epochs={"digits": 50, "fractals": 40, "cifar10": 8}, batch_size=64,
+                       lr=3e-3, weight_decay=0.05, shift=2, seed=0, version=1)
 EMBEDDED_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 DIGITS_SPLIT = (1097, 300, 400)  # pretraining, alignment, probe
+DEFAULT_SOURCE_DATA = "digits"
 CIFAR_ALIGN = 1000
 
 
@@ -90,8 +96,10 @@ class SourceData:
 
 
 def load_source_data(spec: str | None, probe_samples: int = 400) -> SourceData:
-    """``digits`` (default) or ``cifar10:DIR``; see the module docstring for the splits."""
-    spec = spec or "digits"
+    """``digits`` (default), ``fractals`` or ``cifar10:DIR``; see the module docstring."""
+    spec = spec or DEFAULT_SOURCE_DATA
+    if spec == "fractals":
+        return _fractals(probe_samples)
     if spec == "digits":
         return _digits(probe_samples)
     if spec.startswith("cifar10:"):
@@ -110,6 +118,21 @@ def _digits(probe_samples: int) -> SourceData:
     a, b, _ = DIGITS_SPLIT
     pre, ali, pro = perm[:a], perm[a:a + b], perm[a + b:][:probe_samples]
     return SourceData("digits", 10, x[pre], y[pre], x[ali], y[ali], x[pro], y[pro])
+
+
+def _fractals(probe_samples: int) -> SourceData:
+    from mona_tune.models.fractals import fractal_images
+
+    x, y, part = fractal_images()
+    x = torch.from_numpy(x)[:, None].expand(-1, 3, -1, -1).contiguous()
+    y = torch.from_numpy(y)
+    part = torch.from_numpy(part)
+    gen = torch.Generator().manual_seed(0)  # mix the categories within each part
+    pre, ali, pro = (torch.nonzero(part == i).flatten() for i in range(3))
+    pre, ali, pro = (p[torch.randperm(len(p), generator=gen)] for p in (pre, ali, pro))
+    pro = pro[:probe_samples]
+    return SourceData("fractals", int(y.max()) + 1, x[pre], y[pre], x[ali], y[ali], x[pro],
+                      y[pro])
 
 
 def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:

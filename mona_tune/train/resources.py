@@ -12,7 +12,8 @@ import functools
 import torch
 
 from mona_tune.config import TrainConfig
-from mona_tune.models.source import SourceData, SourceModel, load_source_data, load_source_model
+from mona_tune.models.source import (DEFAULT_SOURCE_DATA, SourceData, SourceModel, load_source_data,
+                                     load_source_model)
 from mona_tune.tasks import TaskData, get_task
 
 # The TrainConfig fields a task loader may read (see mona_tune.tasks.darcy).
@@ -31,7 +32,7 @@ def _task_data(fields: tuple) -> TaskData:
 
 
 def source_data(cfg: TrainConfig) -> SourceData:
-    return _source_data(cfg.source_data or "digits", cfg.probe_samples)
+    return _source_data(cfg.source_data or DEFAULT_SOURCE_DATA, cfg.probe_samples)
 
 
 @functools.lru_cache(maxsize=2)
@@ -40,7 +41,7 @@ def _source_data(spec: str, probe_samples: int) -> SourceData:
 
 
 def source_model(cfg: TrainConfig) -> SourceModel:
-    return _source_model(cfg.source_model, cfg.weights, cfg.source_data or "digits",
+    return _source_model(cfg.source_model, cfg.weights, cfg.source_data or DEFAULT_SOURCE_DATA,
                          cfg.probe_samples)
 
 
@@ -52,7 +53,7 @@ def _source_model(name: str | None, weights: str | None, data_spec: str,
 
 def pretrained_probe_error(cfg: TrainConfig, device: torch.device) -> float:
     """``source_probe_error`` of the pretrained encoder: the reference line of every run."""
-    return _pretrained_probe_error(cfg.source_model, cfg.weights, cfg.source_data or "digits",
+    return _pretrained_probe_error(cfg.source_model, cfg.weights, cfg.source_data or DEFAULT_SOURCE_DATA,
                                    cfg.probe_samples, str(device))
 
 
