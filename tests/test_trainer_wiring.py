@@ -291,3 +291,20 @@ def test_source_batches_are_class_balanced(size, counts):
     source_batch_is_labelled_consistently(trainer, xs, ys)
     if len(counts) > 1:
         assert len(seen) > 1  # different classes from one batch to the next
+
+
+def test_stage1_options_reach_the_gradient(monkeypatch):
+    """``first_order`` and ``uniformity_t`` change the gradient by little (the first-order form
+    approximates the second-order one), so a pass-through wrapper records what the trainer asks."""
+    from mona_tune.train import trainer as trainer_mod
+
+    calls = []
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return mona_gradient(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "mona_gradient", recorded)
+    cfg = tiny(method="mona", first_order=True, uniformity_t=3.0, lam=0.25, inner_lr=0.5)
+    Trainer(cfg, callback=stop_after(1)).fit()
+    assert calls == [{"inner_lr": 0.5, "lam": 0.25, "t": 3.0, "first_order": True}]
