@@ -56,10 +56,8 @@ def asha_faults(folder: Path) -> list[dict]:
 
 def check_asha_stops(grid, trials: int = 6) -> dict[str, int]:
     """What the seeded search of ``trials`` trials gives when uninterrupted: the sequence of
-    learning rates, every
-    useless trial stopped at the first rung (stage-2 epoch 1), every sensible one past it (the
-    second rung compares the sensible ones among themselves, in the order they arrive). Returns
-    trial id -> last stage-2 epoch."""
+    learning rates, every useless trial stopped at the first rung (stage-2 epoch 1), every
+    sensible one run to the end. Returns trial id -> last stage-2 epoch."""
     assert len(grid) == trials and not grid.errors
     ordered = sorted(grid, key=lambda r: r.metrics["trial_id"])
     lrs = ["good" if r.config["lr"] == GOOD_LR else "useless" for r in ordered]
