@@ -19,7 +19,7 @@ from mona_tune.errors import MonaError
 class _Parser(argparse.ArgumentParser):
     """argparse, but bad flags are a MonaError like every other bad input."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):
         raise MonaError(f"{self.prog}: {message}")
 
 
@@ -90,8 +90,12 @@ def _run_train(args) -> int:
 
 # ---------------------------------------------------------------- search, best, ui
 def _add_search(sub) -> None:
-    from mona_tune.search.cli_args import (add_best_arguments, add_search_arguments,
-                                           add_tracking_server_arguments, add_ui_arguments)
+    from mona_tune.search.cli_args import (
+        add_best_arguments,
+        add_search_arguments,
+        add_tracking_server_arguments,
+        add_ui_arguments,
+    )
 
     search = sub.add_parser("search", help="Ray Tune search (ASHA + Optuna) tracked in MLflow")
     add_search_arguments(search)
@@ -112,6 +116,18 @@ def _add_compare(sub) -> None:
         return
     compare = sub.add_parser("compare", help="ft, emb, orca, mona, scratch side by side")
     add_compare_arguments(compare)
+    compare.set_defaults(func=_out_checked(compare.get_default("func")))
+
+
+def _out_checked(run):
+    """``run`` after a check that ``--out`` can be created (not an error after the training)."""
+    def checked(args) -> int:
+        from mona_tune.paths import check_creatable
+
+        if args.out is not None:
+            check_creatable(args.out, "--out")
+        return run(args)
+    return checked
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +141,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return _main(argv)
+    # SIGTERM ends a command like Ctrl-C: its cleanup runs (Ray stopped, runs closed)
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
@@ -135,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         print(f"mona-tune: error: {_validation_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        resume = getattr(e, "resume", None)
+        if resume:  # a search that saved its state (mona_tune.search.interrupt)
+            print(f"mona-tune: search {e}; its state is saved. Continue it with:\n{resume}",
+                  file=sys.stderr, flush=True)
+            return 128 + e.signum
         print("mona-tune: interrupted", file=sys.stderr)
         return 130
 

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from mona_tune.cli import main
 from mona_tune.errors import MonaError
 from mona_tune.search import cluster
 from mona_tune.tracking import server
@@ -91,25 +90,6 @@ def test_local_dir():
     assert server.local_dir("/srv/a") == "/srv/a"
     for remote in ("mlflow-artifacts:/1", "s3://b/p", None):
         assert server.local_dir(remote) is None
-
-
-@pytest.mark.parametrize("argv, text", [
-    (["--port", "70000"], "not a TCP port"),
-    (["--backend-store-uri", "http://127.0.0.1:5000"], "a tracking server already"),
-    (["--backend-store-uri", "sqlite:////no/such/folder/mlflow.db"], "no folder"),
-    (["--workers", "0"], "at least 1"),
-])
-def test_tracking_server_bad_input(argv, text, capsys):
-    assert main(["tracking-server", *argv]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and text in err[0]
-
-
-def test_tracking_server_unreachable_database(capsys):
-    uri = f"postgresql://postgres@127.0.0.1:{_closed_port()}/mlflow"
-    assert main(["tracking-server", "--backend-store-uri", uri]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "database not reachable" in err[0]
 
 
 def test_preflight_spec_of_a_search(tmp_path):

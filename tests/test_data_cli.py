@@ -65,38 +65,6 @@ def test_inspect_v73(tmp_path, capsys):
     assert "shape (9, 9, 3)" in text and "MATLAB order (3, 9, 9)" in text
 
 
-@pytest.mark.parametrize("argv,naming", [
-    (["--format", "pdebench", "--n-train", "90", "--n-test", "11"], "--n-test"),
-    (["--n-train", "0"], "--n-train"),
-    (["--resolution", "2"], "--resolution"),
-    (["--workers", "0"], "--workers"),
-    (["--beta", "-1", "--format", "pdebench"], "--beta"),
-    (["--format", "netcdf"], "--format"),
-])
-def test_make_bad_arguments_write_nothing(tmp_path, capsys, argv, naming):
-    out_dir = tmp_path / "out"
-    run_fails(capsys, "data", "make", "darcy", "--out", str(out_dir), *argv, naming=naming)
-    assert not out_dir.exists()
-
-
-def test_make_out_is_a_file(tmp_path, capsys):
-    target = tmp_path / "taken"
-    target.write_text("x")
-    run_fails(capsys, "data", "make", "darcy", "--out", str(target), "--n-train", "2",
-              "--n-test", "1", "--resolution", "9", naming=str(target))
-    assert target.read_text() == "x"
-
-
-def test_make_out_that_cannot_be_created(tmp_path, capsys):
-    """A folder below a file cannot be made: one line naming it, nothing written."""
-    blocker = tmp_path / "a-file"
-    blocker.write_text("x")
-    target = blocker / "sub"
-    run_fails(capsys, "data", "make", "darcy", "--out", str(target), "--n-train", "2",
-              "--n-test", "1", "--resolution", "9", naming=str(target))
-    assert blocker.read_text() == "x"
-
-
 def _write_bad(kind, d):
     """One faulty file (or directory) per kind; returns the path to inspect."""
     a, u = darcy_arrays(3, 9)

@@ -8,6 +8,7 @@ can get wrong (the space file, a flag, an unknown search name) is checked before
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ _FIELD_FLAGS = {
     "source_model": "timm model name of the source encoder, "
                     "e.g. swin_base_patch4_window7_224.ms_in22k",
     "weights": "local checkpoint / safetensors file for --source-model (offline clusters)",
-    "source_data": "'digits' (default) or 'cifar10:DIR'",
+    "source_data": "'digits' (default), 'fractals' or 'cifar10:DIR'",
     "data_dir": "directory with the task's real data files (default: generated embedded data)",
     "device": "cpu, cuda, auto (default: auto)",
 }
@@ -184,14 +185,55 @@ def _validate_fixed(param_fixed: dict, where: str) -> None:
         raise MonaError(f"{where}: {key}: {e['msg'].removeprefix('Value error, ')}") from None
 
 
+def _check_places(args, storage: str, tracking_uri: str, fixed: dict) -> None:
+    """Where the search writes, and (on a local Ray) the input files it reads, before Ray starts.
+    On a cluster the inputs are the nodes' to have: the preflight checks them on every node."""
+    import os
+
+    from mona_tune.paths import check_creatable, creatable_fault
+    from mona_tune.search import storage as storage_io
+    from mona_tune.tracking.mlflow_runs import redact, sqlite_path
+
+    if not 0 < args.dashboard_port < 65536:
+        raise MonaError(f"--dashboard-port {args.dashboard_port}: not a TCP port")
+    if not storage_io.is_uri(storage):
+        check_creatable(storage, "--storage")
+    db = sqlite_path(tracking_uri)
+    fault = creatable_fault(db.parent) if db is not None else None
+    if fault:
+        raise MonaError(f"--tracking-uri {redact(tracking_uri)}: cannot create the store's folder "
+                        f"{db.parent} ({fault})")
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        return
+    if fixed.get("data_dir") and not Path(fixed["data_dir"]).expanduser().is_dir():
+        raise MonaError(f"--data-dir {fixed['data_dir']}: no such folder")
+    if fixed.get("weights"):
+        from mona_tune.models.encoder import read_state_dict
+
+        read_state_dict(Path(fixed["weights"]).expanduser())  # a file that is no checkpoint
+
+
 def build_search(args):
     """Flags (+ the space file) -> (SearchConfig, SearchSpace, param_space, space_yaml, resume)."""
-    from mona_tune.config import CheckpointSpec, SchedulerSpec, SearchConfig, SearchSpace
+    from mona_tune.config import (
+        CheckpointSpec,
+        SchedulerSpec,
+        SearchConfig,
+        SearchSpace,
+    )
     from mona_tune.search import driver
     from mona_tune.search import storage as storage_io
-    from mona_tune.search.space import dump_space, load_space, resolve_space_path, to_param_space
+    from mona_tune.search.space import (
+        dump_space,
+        load_space,
+        resolve_space_path,
+        to_param_space,
+    )
     from mona_tune.tasks import get_task
-    from mona_tune.tracking.mlflow_runs import default_tracking_uri, normalize_tracking_uri
+    from mona_tune.tracking.mlflow_runs import (
+        default_tracking_uri,
+        normalize_tracking_uri,
+    )
 
     storage = storage_io.storage_path(args.storage)
     if args.resume:
@@ -261,6 +303,7 @@ def build_search(args):
                         "choose another name")
     tracking_uri = normalize_tracking_uri(args.tracking_uri) if args.tracking_uri \
         else default_tracking_uri()
+    _check_places(args, storage, tracking_uri, fixed)
     budget = space.budget
     scfg = SearchConfig(
         task=task.name, space_file=str(space_path), name=name, storage=storage,
@@ -281,16 +324,38 @@ def build_search(args):
 
 
 def run_search_command(args) -> int:
+    from mona_tune.paths import remove_empty_tree
+    from mona_tune.search import storage as storage_io
     from mona_tune.search.driver import run_search
 
     scfg, space, param_space, space_yaml, resume = build_search(args)
-    outcome = run_search(scfg, space, param_space, resume=resume, space_yaml=space_yaml)
+    # Ray 2.60 warns on stderr that it switched token authentication on; it is meant to be on
+    # (the dashboard line says so), and a failing search must end with its one error line
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR)
+    local = None if storage_io.is_uri(scfg.storage) else Path(scfg.storage)
+    existed = local is None or local.exists()
+    try:
+        outcome = run_search(scfg, space, param_space, resume=resume, space_yaml=space_yaml)
+    except MonaError:
+        if not existed:  # a check after Ray's start failed: the folders it made go again
+            remove_empty_tree(local)
+        raise
     return 0 if outcome.best_trial_id is not None else 1
 
 
 # ---------------------------------------------------------------- best, ui
 def run_best_command(args) -> int:
     from mona_tune.tracking.best import best_command
+    from mona_tune.tracking.mlflow_runs import (
+        default_tracking_uri,
+        normalize_tracking_uri,
+    )
+    from mona_tune.tracking.server import check_store
+
+    # a server or database that does not answer: one line within seconds, not MLflow's retries
+    check_store(normalize_tracking_uri(args.tracking_uri) if args.tracking_uri
+                else default_tracking_uri())
 
     return best_command(name=args.name, task=args.task, top=args.top, export=args.export,
                         tracking_uri=args.tracking_uri, as_json=args.json)
@@ -305,7 +370,10 @@ def run_ui_command(args) -> int:
 def run_tracking_server_command(args) -> int:
     import os
 
-    from mona_tune.tracking.mlflow_runs import default_tracking_uri, normalize_tracking_uri
+    from mona_tune.tracking.mlflow_runs import (
+        default_tracking_uri,
+        normalize_tracking_uri,
+    )
     from mona_tune.tracking.server import serve
 
     uri = args.backend_store_uri

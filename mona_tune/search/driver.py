@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mona_tune.config import SearchConfig, SearchSpace
 from mona_tune.errors import MonaError
-from mona_tune.search import cluster, storage
+from mona_tune.search import cluster, interrupt, storage
 from mona_tune.search.summary import plot_curves, print_summary
 from mona_tune.search.trial import TrialSettings, run_trial, trial_dir_name
 from mona_tune.search.warmup import prepare_nodes
@@ -440,7 +440,10 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
             say(f"resuming {exp_path} (searcher {searcher_name}; its state is restored from the "
                 "experiment directory)")
         t0 = time.time()
-        results = tuner.fit()
+        # SIGINT/SIGTERM: the trials stop, Tune saves its state, SearchInterrupted names the resume
+        with interrupt.graceful_stop(interrupt.resume_command(scfg.name, scfg.storage,
+                                                              scfg.address)):
+            results = tuner.fit()
         timings["trials_s"] = time.time() - t0
         n_study = _searcher_trials(tuner)
         if resume and n_study is not None:

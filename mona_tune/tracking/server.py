@@ -16,9 +16,11 @@ import socket
 import sys
 
 from mona_tune.errors import MonaError
+from mona_tune.paths import creatable_fault
 from mona_tune.tracking import mlflow_runs as mr
 
 CHECK_TIMEOUT_S = 5.0
+STOP_GRACE_S = 10.0  # for the server's processes to end after SIGTERM
 
 
 def tcp_fault(host: str, port: int, timeout: float = 3.0) -> str | None:
@@ -26,7 +28,7 @@ def tcp_fault(host: str, port: int, timeout: float = 3.0) -> str | None:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
         return None
-    except socket.timeout:
+    except TimeoutError:
         return f"no answer within {timeout:g} s"
     except OSError as e:
         return e.strerror or str(e)
@@ -182,7 +184,8 @@ def default_artifacts(backend_store_uri: str) -> str:
 def serve(*, backend_store_uri: str, artifacts_destination: str | None = None,
           host: str = "127.0.0.1", port: int = 5000, hosts: list[str] | None = None,
           workers: int = 1) -> int:
-    """Replace this process with ``mlflow server`` (signals reach the server directly)."""
+    """Run ``mlflow server`` until it ends or this process gets SIGINT/SIGTERM; returns its exit
+    status (0 after a stop by signal)."""
     if not 0 < port < 65536:
         raise MonaError(f"--port {port}: not a TCP port")
     if mr.uri_scheme(backend_store_uri) in ("http", "https"):
@@ -193,6 +196,9 @@ def serve(*, backend_store_uri: str, artifacts_destination: str | None = None,
         raise MonaError(f"--backend-store-uri {backend_store_uri}: no folder {path.parent}")
     check_store(backend_store_uri)
     artifacts = artifacts_destination or default_artifacts(backend_store_uri)
+    fault = creatable_fault(local_dir(artifacts)) if local_dir(artifacts) else None
+    if fault:
+        raise MonaError(f"--artifacts-destination {artifacts}: cannot create it ({fault})")
     allowed = allowed_hosts(host, hosts or [])
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: --host {host} exposes the MLflow server (and its delete buttons) beyond "
@@ -207,5 +213,61 @@ def serve(*, backend_store_uri: str, artifacts_destination: str | None = None,
     # MLflow's background job runner (GenAI evaluation jobs; 7 processes) is not needed to track
     # searches; a user who wants it sets the variable to true
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    os.execve(cmd[0], cmd, env)
-    return 0  # not reached
+    return run_process_group(cmd, env)
+
+
+def run_process_group(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` in a process group of its own and wait. SIGINT or SIGTERM to this process stop
+    the whole group (``mlflow server`` and the uvicorn workers it starts), not the first process
+    only: MLflow's server process does not pass SIGTERM on, and its workers would live on
+    holding the port."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    stopped: list[float] = []
+
+    def stop(signum, frame) -> None:
+        stopped.append(time.monotonic())
+        _signal_group(proc.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stopped and time.monotonic() - stopped[0] > STOP_GRACE_S:
+                    _signal_group(proc.pid, signal.SIGKILL)
+    except BaseException:
+        _signal_group(proc.pid, signal.SIGKILL)
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _wait_group_gone(proc.pid)
+    return 0 if stopped else code
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout: float = STOP_GRACE_S) -> None:
+    """Wait until no process of the group is left (the workers end after their parent)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)

@@ -50,7 +50,8 @@ _HELP = {
     "source_model": "timm Swin name, e.g. swin_base_patch4_window7_224.ms_in22k "
                     "(default: the embedded digits Swin)",
     "weights": "local checkpoint or .safetensors for --source-model (offline machines)",
-    "source_data": "digits (default) or cifar10:DIR (the CIFAR-10 python-pickle directory)",
+    "source_data": "digits (default), fractals (FractalDB-style, generated) or cifar10:DIR (the "
+                   "CIFAR-10 python-pickle directory)",
     "device": "auto (CUDA when present), cpu, cuda, cuda:N",
     "init_embedder": "an embedder directory written by a previous run (skips stage 1)",
     "probe_every": "measure source_probe_error every k stage-2 epochs (always at the end)",
@@ -145,12 +146,39 @@ def _json_safe(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
+def _check_places(cfg, out: Path | None) -> None:
+    """The output folder, the weights file and an ``--init-embedder`` folder, before the data and
+    the models load."""
+    from mona_tune.models.assemble import EMBEDDER_META, EMBEDDER_WEIGHTS
+    from mona_tune.paths import check_creatable
+
+    if out is not None:
+        check_creatable(out, "--out")
+    if cfg.weights:  # a file that is no checkpoint: before the model is built
+        from mona_tune.models.encoder import read_state_dict
+
+        read_state_dict(Path(cfg.weights).expanduser())
+    if cfg.init_embedder:
+        d = Path(cfg.init_embedder).expanduser()
+        if not (d / EMBEDDER_META).is_file() or not (d / EMBEDDER_WEIGHTS).is_file():
+            raise MonaError(f"{d} is not an exported embedder (needs {EMBEDDER_META} and "
+                            f"{EMBEDDER_WEIGHTS})")
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(d / EMBEDDER_WEIGHTS), "pt"):  # reads the header only
+                pass
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError
+            raise MonaError(f"cannot read the embedder in {d}: {type(e).__name__}: {e}") from None
+
+
 def train_from_args(args: argparse.Namespace) -> int:
     from mona_tune.cache import atomic_path
     from mona_tune.train.trainer import CHECKPOINT_FILE, Trainer
 
     cfg = build_config(args)
     out: Path | None = args.out
+    _check_places(cfg, out)
     if args.resume and out is None:
         raise MonaError("--resume needs --out DIR (the directory of the run to continue)")
     ckpt = out / "checkpoint" if out else None
