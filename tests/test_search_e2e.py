@@ -47,9 +47,10 @@ SEQUENCE = ["good", "good", "useless", "good", "useless", "useless"]  # the lrs 
 
 def asha_faults(folder: Path) -> list[dict]:
     """A sensible trial marks that its first stage-2 epoch reached ASHA (its report returned);
-    a useless one waits before that epoch until two such marks exist."""
+    a useless one waits before that epoch until two such marks exist (one per process: the
+    sensible trials share their config)."""
     return [{"at": [2, 2], "kind": "touch", "match": {"lr": GOOD_LR},
-             "path": f"{folder}/rung1_{{run}}"},
+             "path": f"{folder}/rung1_{{pid}}"},
             {"at": [2, 1], "kind": "pause", "match": {"lr": USELESS_LR},
              "until": f"{folder}/rung1_*", "count": 2, "seconds": 300}]
 

@@ -8,7 +8,8 @@ new list without a restart). Never set it outside tests. Each fault is a dict:
 - ``kind``: ``pause`` (until ``until`` (a glob) matches ``count`` paths, default 1, or for
   ``seconds``), ``raise`` (a ``RuntimeError`` naming the fault), ``nan`` (the training loss
   becomes NaN, ``inf`` with ``value``), ``kill`` (SIGKILL of the own process), ``touch``
-  (creates ``path`` with ``{run}`` replaced by a digest of the run's config);
+  (creates ``path`` with ``{run}`` replaced by a digest of the run's config, ``{pid}`` by the
+  process id);
 - which runs: ``match`` (config fields and values, floats compared to 1e-9 relative), ``claim``
   (a file: the first run to arrive that holds no other claim in that folder takes the fault, and
   every later attempt of the same config gets it too), ``once`` (a file: the fault fires once in
@@ -81,7 +82,7 @@ def _fire(fault: dict, run: str, where: str) -> float | None:
                 break
             time.sleep(0.1)
     elif kind == "touch":
-        path = Path(fault["path"].replace("{run}", run))
+        path = Path(fault["path"].replace("{run}", run).replace("{pid}", str(os.getpid())))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
     elif kind == "raise":
