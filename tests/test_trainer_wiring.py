@@ -308,3 +308,20 @@ def test_stage1_options_reach_the_gradient(monkeypatch):
     cfg = tiny(method="mona", first_order=True, uniformity_t=3.0, lam=0.25, inner_lr=0.5)
     Trainer(cfg, callback=stop_after(1)).fit()
     assert calls == [{"inner_lr": 0.5, "lam": 0.25, "t": 3.0, "first_order": True}]
+
+
+def test_divergence_names_where_it_happened(monkeypatch):
+    """The second batch of the first stage-2 epoch gives a NaN loss: the error says so."""
+    from mona_tune.train.trainer import TrainingDiverged
+
+    trainer = Trainer(tiny(method="ft", batch_size=8))
+    real, calls = trainer._loss, []
+
+    def loss(pred, y):
+        calls.append(1)
+        return real(pred, y) * (float("nan") if len(calls) == 2 else 1.0)
+
+    monkeypatch.setattr(trainer, "_loss", loss)
+    with pytest.raises(TrainingDiverged, match=r"the training loss is nan at stage 2 epoch 1 "
+                                               r"step 1 \(method ft, lr 0.001,"):
+        trainer.fit()
