@@ -190,6 +190,9 @@ def get_client(tracking_uri: str):
         path.parent.mkdir(parents=True, exist_ok=True)
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    # MLflow prints "View run ... at: <tracking URI>" when a run ends: a password in the URI
+    # would reach every trial's log (the summary prints the URI redacted)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

@@ -225,7 +225,10 @@ def run_process_group(cmd: list[str], env: dict[str, str]) -> int:
     import subprocess
     import time
 
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    # a group of its own in this session (a terminal's Ctrl-C reaches this process only, which
+    # stops the group; whoever cleans up this session still finds the server's processes)
+    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    proc = subprocess.Popen(cmd, env=env, **group)
     stopped: list[float] = []
 
     def stop(signum, frame) -> None:
