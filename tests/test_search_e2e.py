@@ -164,9 +164,12 @@ def test_search_asha_mlflow_registry_best(ray_address, faults_file, tmp_path, ca
     assert main(["best", "--name", "e2e", "--tracking-uri", uri, "--top", "3", "--export",
                  str(export)]) == 0
     listing = capsys.readouterr().out.splitlines()
-    first_row = next(line for line in listing if line.startswith("1 "))
-    assert best_run in first_row
+    first_row = next(line for line in listing if line.startswith("1 ")).split()
+    # the sensible trials are one run: `best` may rank any of them first
+    tied = {c.info.run_id for c in children
+            if c.data.metrics["val_rel_l2"] == best.metrics["val_rel_l2"]}
+    assert best_run in tied and first_row[1] in tied, (first_row, tied)
     meta = json.loads((export / "embedder.json").read_text())
     assert meta["lam"] == pytest.approx(best.config["lam"])
-    assert json.loads((export / "mona_best.json").read_text())["run_id"] == best_run
+    assert json.loads((export / "mona_best.json").read_text())["run_id"] == first_row[1]
     assert (tmp_path / "runs" / "e2e" / "curves.png").stat().st_size > 10_000
