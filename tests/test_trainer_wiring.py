@@ -325,3 +325,54 @@ def test_divergence_names_where_it_happened(monkeypatch):
     with pytest.raises(TrainingDiverged, match=r"the training loss is nan at stage 2 epoch 1 "
                                                r"step 1 \(method ft, lr 0.001,"):
         trainer.fit()
+    # a finite loss whose gradient is not: sqrt(|x − x|) is 0 with an infinite slope
+    trainer = Trainer(tiny(method="ft", batch_size=8))
+    monkeypatch.setattr(trainer, "_loss", lambda pred, y: real(pred, y)
+                        + (pred - pred.detach()).abs().sqrt().sum())
+    with pytest.raises(TrainingDiverged, match=r"the gradient norm is (nan|inf) at stage 2 "
+                                               r"epoch 1 step 0 "):
+        trainer.fit()
+
+
+def adamw(p, g, state, lr, wd, betas=(0.9, 0.98), eps=ADAM_EPS):
+    """One AdamW step with bias correction (Loshchilov & Hutter), moments kept in ``state``."""
+    t = state["t"] = state.get("t", 0) + 1
+    m = state["m"] = betas[0] * state.get("m", 0) + (1 - betas[0]) * g
+    v = state["v"] = betas[1] * state.get("v", 0) + (1 - betas[1]) * g * g
+    m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+    return p * (1 - lr * wd) - lr * m_hat / (v_hat.sqrt() + eps)
+
+
+def test_two_stage_2_steps_follow_clipped_adamw():
+    """Two stage-2 steps (batches of 11 of 22): AdamW written here, on gradients clipped to
+    norm 1e-3, learning rates 1 and 0.5 times ``lr`` (no warm-up, cosine over 2 steps)."""
+    lr, wd, clip = 1e-3, 0.05, 1e-3
+    cfg = tiny(method="ft", batch_size=11, lr=lr, weight_decay=wd, grad_clip=clip,
+               lr_warmup_epochs=0.0)
+    trainer = Trainer(cfg)
+    model = copy.deepcopy(trainer.model)
+    order = torch.randperm(22, generator=torch.Generator().set_state(trainer.data_gen.get_state()))
+    y_fit = trainer.data.y_train
+    trainer.fit()
+
+    def replay(max_norm):
+        m = copy.deepcopy(model)
+        params = list(m.parameters())
+        states = [{} for _ in params]
+        for idx, factor in zip(order.split(11), (1.0, 0.5)):
+            loss = rel_l2(decode(m(trainer.x_train[idx]), y_fit), trainer.y_train[idx]).mean()
+            grads = torch.autograd.grad(loss, params)
+            if max_norm is not None:
+                grads = clipped(list(grads), max_norm)
+            with torch.no_grad():
+                for p, g, s in zip(params, grads, states):
+                    p.copy_(adamw(p, g, s, lr * factor, wd))
+        return params
+
+    got = [p.detach() for p in trainer.model.parameters()]
+
+    def gap(want):
+        return max(float((a - b.detach()).abs().max()) for a, b in zip(got, want))
+
+    assert gap(replay(clip)) < 2e-6
+    assert gap(replay(None)) > 2e-5  # the clipping matters here
