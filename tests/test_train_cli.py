@@ -140,12 +140,3 @@ def test_every_per_run_field_has_a_flag():
     config_only = {"uniformity_t", "betas"}
     flagged = set(_FIELD_FLAGS) | {"bf16", "first_order"}
     assert set(TrainConfig.model_fields) - flagged == config_only
-
-
-def test_bad_yaml(capsys, tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("lam: [unclosed\n")
-    assert run(capsys, "--config", path)[0] == 2
-    path.write_text("lamda: 0.5\n")
-    code, _, err = run(capsys, "--config", path)
-    assert code == 2 and "lamda" in err
