@@ -46,6 +46,8 @@ def graceful_stop(resume: str):
     previous = {s: signal.getsignal(s) for s in (*STOP_SIGNALS, signal.SIGUSR1)}
 
     def on_signal(signum, frame) -> None:
+        if got:  # a second signal (Tune puts this handler back for SIGINT): abort
+            raise KeyboardInterrupt
         got.append(signum)
         for s in STOP_SIGNALS:  # a second signal: what it did before (abort)
             signal.signal(s, previous[s] if previous[s] is not None else signal.SIG_DFL)
