@@ -1,6 +1,8 @@
 """ft, emb, orca, mona, scratch and ridge on the embedded Darcy task: is MoNA's claim borne out?
 
-``mona-tune compare`` with the same budget, data and seeds for every method (5 seeds by default):
+``mona-tune compare`` with the same budget, data and seeds for every method (5 seeds by default),
+at the default search's fixed settings (``mona_tune/search_spaces/<task>.yaml``: data size,
+stage-2 epochs, batch), so that the table speaks of the runs the default search makes:
 prints the table (mean ± standard error over seeds, the ridge and scratch references, the paired
 differences mona − ft and mona − emb with their 95 % intervals and verdicts) and, as its last
 line, the verdicts and the test metric of every row. Curves and raw runs go to
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from mona_tune.config import TrainConfig
+from mona_tune.search.space import load_space, resolve_space_path
 from mona_tune.train.compare import compare, headline, markdown_table, write_outputs
 
 METHODS = ["ft", "emb", "orca", "mona", "scratch"]
@@ -35,7 +38,9 @@ def main() -> None:
     ap.add_argument("--inner-lr", type=float, default=0.1)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "methods")
     args = ap.parse_args()
-    values = {"task": args.task, "lam": args.lam, "inner_lr": args.inner_lr}
+    space = load_space(resolve_space_path(None, args.task), args.task)
+    values = {**{k: v for k, v in space.fixed.items() if k != "method"},
+              "task": args.task, "lam": args.lam, "inner_lr": args.inner_lr}
     if args.epochs is not None:
         values["epochs"] = args.epochs
     if args.warmup_epochs is not None:

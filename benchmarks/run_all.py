@@ -31,7 +31,7 @@ BENCHMARKS = [
     ("search_schedulers.py", [], "ASHA vs FIFO vs random: best metric and epochs spent"),
     ("multinode.py", [], "the same search on one node (2 CPU) and on two local nodes (2 x 1 CPU)"),
     ("source_transfer.py", [], "does the embedded source help? ft per source vs scratch, paired"),
-    ("methods_table.py", [], "ft, emb, orca, mona, scratch: test metric and source_probe_error"),
+    ("methods_table.py", [], "ft, emb, orca, mona vs scratch and ridge: paired verdicts, target and probe"),
 ]
 
 
