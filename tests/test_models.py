@@ -192,6 +192,28 @@ def test_cifar10_errors(tmp_path):
         load_source_data(f"cifar10:{root}")
 
 
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_cifar10_pickle_that_would_run_code_is_refused(tmp_path):
+    root = write_cifar_dir(tmp_path / "c")
+    marker = tmp_path / "ran"
+    with open(root / "data_batch_3", "wb") as f:
+        pickle.dump({b"labels": [1], b"data": _RunsCode(marker)}, f)
+    with pytest.raises(MonaError, match="data_batch_3 is not a CIFAR-10.*refusing"):
+        load_source_data(f"cifar10:{root}")
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_RunsCode(marker)))  # the same object does run code unrestricted
+    assert marker.exists()
+
+
 def test_digits_split_is_fixed_and_disjoint():
     a, b = load_source_data("digits"), load_source_data("digits")
     assert torch.equal(a.y_probe, b.y_probe)

@@ -135,10 +135,25 @@ def _fractals(probe_samples: int) -> SourceData:
                       y[pro])
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a file that names any other callable
+    (a pickle that would run code) is refused, like ``torch.load(weights_only=True)`` does."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name} (only numpy arrays are read)")
+
+
 def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
@@ -279,7 +294,11 @@ def embedded_source_model(data: SourceData, progress: bool = True) -> SourceMode
                                                "data": data.name, **info}, indent=1))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    model.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        model.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as e:  # a damaged cache entry: name it, never a traceback
+        raise MonaError(f"cached source model {weights} cannot be read ({type(e).__name__}); "
+                        f"delete {folder} and run again to retrain it") from None
     model.net.eval().requires_grad_(False)
     model.info = json.loads(meta_file.read_text())
     return model
