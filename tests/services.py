@@ -253,14 +253,16 @@ class LocalCluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_two_nodes(head_env: dict) -> LocalCluster:
+def start_two_nodes(head_env: dict, node_env: dict | None = None) -> LocalCluster:
     """The head (1 CPU; ``head_env`` on top of the environment) and node B (1 CPU, private
     folders), both started with ``ray start --block`` and token authentication."""
-    return start_cluster(head_env, head_cpus=1, node_b=True)
+    return start_cluster(head_env, head_cpus=1, node_b=True, node_env=node_env)
 
 
-def start_cluster(head_env: dict, head_cpus: int, node_b: bool) -> LocalCluster:
-    """The head with ``head_cpus`` CPUs and, with ``node_b``, the private second node."""
+def start_cluster(head_env: dict, head_cpus: int, node_b: bool,
+                  node_env: dict | None = None) -> LocalCluster:
+    """The head with ``head_cpus`` CPUs and, with ``node_b``, the private second node;
+    ``node_env`` goes to both nodes (and so to their trials), e.g. ``$MONA_TUNE_FAULT``."""
     base = Path(tempfile.mkdtemp(prefix="mona-2n-"))
     for d in ("shared", "head_local", "head_home", "nodeb_home", "nodeb_tmp", "ray"):
         (base / d).mkdir()
@@ -269,7 +271,7 @@ def start_cluster(head_env: dict, head_cpus: int, node_b: bool) -> LocalCluster:
              if not k.startswith(("RAY_", "AWS_", "MLFLOW_", "MONA_TUNE_"))}
     common = {**clean, "PATH": f"{BIN}:{clean.get('PATH', '')}", "RAY_AUTH_MODE": "token",
               "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
-              "PYTHONUNBUFFERED": "1"}
+              "PYTHONUNBUFFERED": "1", **(node_env or {})}
     gcs_port, dash_port = free_port(), free_port()
     head = start([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
                   f"--num-cpus={head_cpus}", "--num-gpus=0", "--node-ip-address=127.0.0.1",

@@ -109,7 +109,8 @@ def stack(mona_cache, tmp_path_factory):
         started.append(pg)
         backend = pg.create_db("mlflow")
         with ThreadPoolExecutor(2) as pool:
-            ray_f = pool.submit(services.start_two_nodes, {"MONA_TUNE_CACHE": str(mona_cache)})
+            ray_f = pool.submit(services.start_two_nodes, {"MONA_TUNE_CACHE": str(mona_cache)},
+                                {"MONA_TUNE_FAULT": str(spaces / "faults.json")})
             ray = ray_f.result()
             started.append(ray)
         server = services.start_tracking_server(backend, ray.shared / "mlartifacts",
@@ -209,6 +210,11 @@ def test_two_nodes_s3_postgres_driver_killed_then_resumed(stack, tmp_path, monke
     args = _search(stack, "--space", str(stack.spaces / "space.yaml"), "--name", "two-nodes",
                    "--storage", storage, "--seed", "1")
     log_path = tmp_path / "driver.log"
+    # the first trial to reach stage-2 epoch 2 waits there (its epoch-1 checkpoint written) until
+    # the driver is killed, so the kill always falls mid-search whatever the machine's speed
+    go = tmp_path / "go"
+    (stack.spaces / "faults.json").write_text(json.dumps([
+        {"at": [2, 2], "kind": "pause", "until": str(go), "once": str(tmp_path / "paused")}]))
     with open(log_path, "w") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -224,6 +230,7 @@ def test_two_nodes_s3_postgres_driver_killed_then_resumed(stack, tmp_path, monke
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        go.touch()
     first = log_path.read_text()
     assert "forwarded to the trials:" in first and "AWS_SECRET_ACCESS_KEY" in first
     # node B's empty private cache received the head's data and source model, once
