@@ -54,7 +54,9 @@ class TrainConfig(BaseModel):
     data_dir: str | None = Field(None, description="real or generated files; None = embedded default")
     n_train: int | None = Field(None, ge=1)
     n_test: int | None = Field(None, ge=1)
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the training set held out")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="validation size as a share of "
+                                "n_train: held out of the training set, or, for FNO files that "
+                                "hold them, smooth2 samples after the test block")
     resolution: int | None = Field(None, ge=2, description="grid points per side after subsampling")
     beta: float = Field(0.1, gt=0, description="PDEBench Darcy β")
 
