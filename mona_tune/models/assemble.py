@@ -106,6 +106,21 @@ def write_embedder(directory, model: TargetModel, meta: dict) -> None:
             json.dumps({**embedder_spec(model), **meta}, indent=1, sort_keys=True) + "\n")
 
 
+def embedder_files(directory):
+    """The metadata and weights files of an exported embedder ``directory``; :class:`MonaError`
+    when either is missing."""
+    from pathlib import Path
+
+    from mona_tune.errors import MonaError
+
+    d = Path(directory).expanduser()
+    meta_path, weights_path = d / EMBEDDER_META, d / EMBEDDER_WEIGHTS
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise MonaError(f"{d} is not an exported embedder (needs {EMBEDDER_META} and "
+                        f"{EMBEDDER_WEIGHTS})")
+    return meta_path, weights_path
+
+
 def read_embedder(directory, model: TargetModel, source_model_id: str) -> dict:
     """Load an exported embedder into ``model.embedder`` after checking that it fits.
 
@@ -121,10 +136,7 @@ def read_embedder(directory, model: TargetModel, source_model_id: str) -> dict:
     from mona_tune.models.encoder import check_fit
 
     d = Path(directory).expanduser()
-    meta_path, weights_path = d / EMBEDDER_META, d / EMBEDDER_WEIGHTS
-    if not meta_path.is_file() or not weights_path.is_file():
-        raise MonaError(f"{d} is not an exported embedder (needs {EMBEDDER_META} and "
-                        f"{EMBEDDER_WEIGHTS})")
+    meta_path, weights_path = embedder_files(d)
     try:
         meta = json.loads(meta_path.read_text())
         sd = load_file(str(weights_path))

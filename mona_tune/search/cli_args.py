@@ -213,6 +213,14 @@ def _check_places(args, storage: str, tracking_uri: str, fixed: dict) -> None:
         read_state_dict(Path(fixed["weights"]).expanduser())  # a file that is no checkpoint
 
 
+def _tracking_uri(args) -> str:
+    """``--tracking-uri`` normalised, else ``$MLFLOW_TRACKING_URI`` or the local default."""
+    from mona_tune.tracking.mlflow_runs import default_tracking_uri, normalize_tracking_uri
+
+    return normalize_tracking_uri(args.tracking_uri) if args.tracking_uri \
+        else default_tracking_uri()
+
+
 def build_search(args):
     """Flags (+ the space file) -> (SearchConfig, SearchSpace, param_space, space_yaml, resume)."""
     from mona_tune.config import (
@@ -230,10 +238,7 @@ def build_search(args):
         to_param_space,
     )
     from mona_tune.tasks import get_task
-    from mona_tune.tracking.mlflow_runs import (
-        default_tracking_uri,
-        normalize_tracking_uri,
-    )
+    from mona_tune.tracking.mlflow_runs import normalize_tracking_uri
 
     storage = storage_io.storage_path(args.storage)
     if args.resume:
@@ -250,8 +255,6 @@ def build_search(args):
         scfg.address = args.address
         scfg.dashboard = args.dashboard
         if args.tracking_uri:
-            from mona_tune.tracking.mlflow_runs import normalize_tracking_uri
-
             scfg.tracking_uri = normalize_tracking_uri(args.tracking_uri)
         space = SearchSpace.model_validate(yaml.safe_load(meta["space_yaml"]))
         param_space = to_param_space(space, scfg.task, meta.get("param_space_fixed", {}))
@@ -301,8 +304,7 @@ def build_search(args):
     if storage_io.exists(exp):
         raise MonaError(f"--name {name}: {exp} already exists; add --resume to continue it or "
                         "choose another name")
-    tracking_uri = normalize_tracking_uri(args.tracking_uri) if args.tracking_uri \
-        else default_tracking_uri()
+    tracking_uri = _tracking_uri(args)
     _check_places(args, storage, tracking_uri, fixed)
     budget = space.budget
     scfg = SearchConfig(
@@ -347,15 +349,10 @@ def run_search_command(args) -> int:
 # ---------------------------------------------------------------- best, ui
 def run_best_command(args) -> int:
     from mona_tune.tracking.best import best_command
-    from mona_tune.tracking.mlflow_runs import (
-        default_tracking_uri,
-        normalize_tracking_uri,
-    )
     from mona_tune.tracking.server import check_store
 
     # a server or database that does not answer: one line within seconds, not MLflow's retries
-    check_store(normalize_tracking_uri(args.tracking_uri) if args.tracking_uri
-                else default_tracking_uri())
+    check_store(_tracking_uri(args))
 
     return best_command(name=args.name, task=args.task, top=args.top, export=args.export,
                         tracking_uri=args.tracking_uri, as_json=args.json)

@@ -149,7 +149,7 @@ def _json_safe(d: dict) -> dict:
 def _check_places(cfg, out: Path | None) -> None:
     """The output folder, the weights file and an ``--init-embedder`` folder, before the data and
     the models load."""
-    from mona_tune.models.assemble import EMBEDDER_META, EMBEDDER_WEIGHTS
+    from mona_tune.models.assemble import embedder_files
     from mona_tune.paths import check_creatable
 
     if out is not None:
@@ -160,13 +160,11 @@ def _check_places(cfg, out: Path | None) -> None:
         read_state_dict(Path(cfg.weights).expanduser())
     if cfg.init_embedder:
         d = Path(cfg.init_embedder).expanduser()
-        if not (d / EMBEDDER_META).is_file() or not (d / EMBEDDER_WEIGHTS).is_file():
-            raise MonaError(f"{d} is not an exported embedder (needs {EMBEDDER_META} and "
-                            f"{EMBEDDER_WEIGHTS})")
+        _, weights_path = embedder_files(d)
         from safetensors import safe_open
 
         try:
-            with safe_open(str(d / EMBEDDER_WEIGHTS), "pt"):  # reads the header only
+            with safe_open(str(weights_path), "pt"):  # reads the header only
                 pass
         except Exception as e:  # noqa: BLE001 - SafetensorError, OSError
             raise MonaError(f"cannot read the embedder in {d}: {type(e).__name__}: {e}") from None
