@@ -120,7 +120,8 @@ class Trainer:
         self.opt2 = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                       weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.x_train) / cfg.batch_size)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt2, self._lr_factor)
+        # a plain function: LambdaLR's state then holds no attributes of a method, only numbers
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt2, lambda s: self._lr_factor(s))
 
         # generators of the data order: target batches and source batches
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
