@@ -30,10 +30,11 @@ bench: $(STAMP)
 MUTATE ?= mona_tune.train.losses* mona_tune.train.stage1* mona_tune.tasks.generate* \
           mona_tune.tasks.darcy* mona_tune.search.driver.x__outcome* \
           mona_tune.search.driver.x_reconcile_runs* mona_tune.search.trial* \
-          mona_tune.tracking.best* mona_tune.train.trainer*
+          mona_tune.tracking.best* mona_tune.tracking.mlflow_runs* mona_tune.train.trainer*
 MUTATION_JOBS ?= 2
 mutation: $(STAMP)
-	nice -n 5 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(foreach m,$(MUTATE),'$(m)')
+	MONA_TUNE_TEST_SHARED_CACHE='$(CURDIR)/.mutmut-test-cache' \
+	  nice -n 5 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(foreach m,$(MUTATE),'$(m)')
 	$(BIN)/python benchmarks/mutation_score.py $(foreach m,$(MUTATE),'$(m)')
 
 clean:

@@ -6,11 +6,14 @@ loaders are checked against the formats themselves and not against our own write
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+SHARED_CACHE = "MONA_TUNE_TEST_SHARED_CACHE"
 MATLAB_73_HEADER = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
                     b"HDF5 schema 1.00 .")
 
@@ -41,11 +44,40 @@ def fast_source(one_thread):
 
 @pytest.fixture(scope="session", autouse=True)
 def mona_cache(tmp_path_factory) -> Path:
-    """Point ``$MONA_TUNE_CACHE`` at a session directory: tests never touch the user's cache."""
+    """Point ``$MONA_TUNE_CACHE`` at a session directory: tests never touch the user's cache.
+
+    ``$MONA_TUNE_TEST_SHARED_CACHE`` (set by ``make mutation``, where every mutant is a new pytest
+    session) keeps the trained source models and the empty MLflow store (:func:`empty_mlflow_store`)
+    in one folder across sessions; neither is made by a mutated module. Generated data stays per
+    session.
+    """
     path = tmp_path_factory.mktemp("mona-cache")
+    shared = os.environ.get(SHARED_CACHE)
+    if shared:
+        (Path(shared) / "source").mkdir(parents=True, exist_ok=True)
+        (path / "source").symlink_to((Path(shared) / "source").resolve(), target_is_directory=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MONA_TUNE_CACHE", str(path))
         yield path
+
+
+def empty_mlflow_store(path: Path) -> str:
+    """The URI of a new, empty SQLite MLflow store at ``path``: a copy of one that MLflow made
+    once per session (or once in ``$MONA_TUNE_TEST_SHARED_CACHE``). Creating the tables takes
+    seconds; a copy takes a tenth of one."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    folder = Path(os.environ.get(SHARED_CACHE) or os.environ["MONA_TUNE_CACHE"])
+    template = folder / f"mlflow-{mlflow.__version__}-empty.db"
+    if not template.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f".{template.name}.{os.getpid()}"
+        MlflowClient(f"sqlite:///{part}").search_experiments()
+        assert not Path(f"{part}-wal").exists(), "the store's journal would be left behind"
+        os.replace(part, template)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
 
 
 def darcy_arrays(n: int, r: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

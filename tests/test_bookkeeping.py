@@ -10,16 +10,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import shutil
 import warnings
 from pathlib import Path
 
 import pytest
 
+from conftest import empty_mlflow_store
 from mona_tune.cli import main
 from mona_tune.config import TrainConfig
 from mona_tune.search.driver import _outcome, reconcile_runs
-from mona_tune.search.trial import TrialSettings, _TrialRun
+from mona_tune.search.trial import (TRAINER_DIR, TRIAL_STATE, TrialSettings, _TrialRun,
+                                    train_trial, trial_dir_name)
 from mona_tune.tracking import mlflow_runs as mr
 
 # ---------------------------------------------------------------- outcome classification
@@ -70,8 +75,7 @@ def test_a_diverged_trial_is_diverged_with_its_reason():
 # ---------------------------------------------------------------- a real store
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("bookkeeping") / "mlflow.db"
-    return f"sqlite:///{path}"
+    return empty_mlflow_store(tmp_path_factory.mktemp("bookkeeping") / "mlflow.db")
 
 
 def parent_run(uri: str, name: str, task: str = "darcy", **params) -> tuple[str, str]:
@@ -325,3 +329,208 @@ def test_best_on_a_missing_store(tmp_path, capsys):
     assert main(best(uri, "--name", "x")) == 2
     assert "no MLflow store" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()
+
+
+# ---------------------------------------------------------------- one trial attempt (train_trial)
+class TuneSession:
+    """Stands in for the Tune session around the function trainable, with no Ray running: records
+    each ``tune.report``, copies its checkpoint into ``folder/checkpoint_<n>`` as Tune's storage
+    does, and raises what a test planned at a given report (``SystemExit``: the scheduler stops
+    the trial there; another exception: the worker is lost)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.reports: list[tuple[dict, Path | None]] = []
+        self.raise_at: dict[int, BaseException] = {}
+
+    def report(self, metrics, *, checkpoint=None):
+        n = len(self.reports)
+        saved = None
+        if checkpoint is not None:
+            saved = self.folder / f"checkpoint_{len(list(self.folder.glob('checkpoint_*'))):06d}"
+            shutil.copytree(checkpoint.path, saved)
+        self.reports.append((dict(metrics), saved))
+        if n in self.raise_at:
+            raise self.raise_at[n]
+
+    def metrics(self, key: str) -> list:
+        return [m.get(key) for m, _ in self.reports]
+
+
+TRIAL = dict(method="mona", n_train=24, n_test=8, batch_size=32, source_batch_size=8,
+             warmup_epochs=1, epochs=2, probe_samples=40, device="cpu", lam=0.3, inner_lr=0.05)
+
+
+@pytest.fixture
+def attempt(store, tmp_path, monkeypatch, fast_source):
+    """``attempt(trial_id, **settings)`` runs one trial attempt through ``train_trial`` on a real
+    tiny trainer and the real store; returns (the session's record, the trial's settings).
+    ``expect``: the exception the attempt must end with."""
+    import ray.tune
+
+    exp, parent = parent_run(store, tmp_path.name)
+
+    def go(trial_id, config=None, checkpoint=None, raise_at=None, expect=None, **kw):
+        s = TrialSettings(tracking_uri=store, experiment_id=exp, parent_run_id=parent,
+                          search_name=tmp_path.name, task="darcy", metric="rel_l2",
+                          searched=("lam", "inner_lr"), experiment_path=str(tmp_path), **kw)
+        folder = tmp_path / trial_dir_name(trial_id)
+        folder.mkdir(exist_ok=True)
+        session = TuneSession(folder)
+        session.raise_at = raise_at or {}
+        monkeypatch.setattr(ray.tune, "report", session.report)
+        with pytest.raises(expect) if expect else contextlib.nullcontext():
+            train_trial(dict(config or TRIAL), s, trial_id=trial_id,
+                        trial_name=f"name_{trial_id}", checkpoint=checkpoint,
+                        node_tags={mr.TAG_NODE_IP: "10.1.2.3"})
+        return session, s
+
+    return go
+
+
+def history(uri, run_id, key) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in mr.get_client(uri).get_metric_history(run_id, key))
+
+
+def test_a_trial_logs_and_reports_every_epoch_and_completes(attempt, store):
+    session, s = attempt("new", checkpoint_every=2)
+    run_id = session.reports[0][0]["mlflow_run_id"]
+    # global epochs 1 (stage 1), 2 (stage-2 epoch 1), 3 (the last, reported with the results)
+    assert session.metrics("global_epoch") == [1, 2, 3]
+    assert session.metrics("stage") == [1, 2, 2]
+    assert session.metrics("stage2_epoch") == [0, 1, 2]
+    assert set(session.metrics("mlflow_run_id")) == {run_id}
+    # checkpoints every 2nd global epoch, and with the final report
+    assert [c is not None for _, c in session.reports] == [False, True, True]
+    final = session.reports[-1][0]
+    assert math.isfinite(final["test_rel_l2"]) and final["trial_setup_s"] > 0
+    assert final["trial_callback_s"] > 0 and "seed" not in final and "epochs" not in final
+    # MLflow holds every epoch once, at its global epoch, with the values Tune got
+    assert history(store, run_id, "val_rel_l2") == \
+        [(g, pytest.approx(v)) for g, v in zip([1, 2, 3], session.metrics("val_rel_l2"))]
+    assert history(store, run_id, "test_rel_l2") == [(3, pytest.approx(final["test_rel_l2"]))]
+    r = run_of(store, run_id)
+    assert "seed" not in r.data.metrics and "stage1_epochs" not in r.data.metrics
+    assert r.data.metrics["trial_setup_s"] == pytest.approx(final["trial_setup_s"])
+    assert r.data.tags[mr.TAG_OUTCOME] == "completed"
+    assert r.data.tags[mr.TAG_OUTCOME_DETAIL] == "completed 2 stage-2 epochs"
+    assert r.data.tags[mr.TAG_NODE_IP] == "10.1.2.3"
+    assert r.data.tags[mr.TAG_TRIAL_ID] == "new" and r.info.status == "FINISHED"
+    assert r.info.run_name == "name_new"
+    assert r.data.params["lam"] == "0.3" and r.data.params["searched"] == "lam,inner_lr"
+    assert r.data.params["num_threads"] == "1"  # from cpus_per_trial
+    arts = {a.path for a in mr.get_client(store).list_artifacts(run_id, mr.EMBEDDER_ARTIFACT)}
+    assert arts == {f"{mr.EMBEDDER_ARTIFACT}/embedder.json",
+                    f"{mr.EMBEDDER_ARTIFACT}/embedder.safetensors"}
+    # the checkpoint names its run and epoch, with the validation value as its score
+    ckpt = session.reports[1][1]
+    state = json.loads((ckpt / TRIAL_STATE).read_text())
+    assert state["run_id"] == run_id and state["trial_id"] == "new"
+    assert state["global_epoch"] == 2
+    assert state["score"] == pytest.approx(session.reports[1][0]["val_rel_l2"])
+    assert state["trainer_files"] == {f.name: f.stat().st_size
+                                      for f in (ckpt / TRAINER_DIR).iterdir()}
+    # keep_checkpoints not set (cloud storage, Tune's own retention): the trial empties none
+    assert all((c / TRAINER_DIR / "trainer.pt").is_file() for _, c in session.reports if c)
+
+
+def test_a_lost_attempt_is_retried_from_its_newest_checkpoint(attempt, store):
+    lost = RuntimeError("worker lost")
+    first, s = attempt("retry", raise_at={1: lost}, expect=RuntimeError, keep_checkpoints=2)
+    run_id = first.reports[0][0]["mlflow_run_id"]
+    r = run_of(store, run_id)
+    assert r.data.tags[mr.TAG_OUTCOME] == "failed" and r.info.status == "FAILED"
+    assert r.data.tags[mr.TAG_OUTCOME_DETAIL] == "RuntimeError: worker lost"
+    # Tune hands back the first checkpoint; the trial takes the newest whole one (global epoch 2)
+    oldest = first.reports[0][1]
+    again, _ = attempt("retry", checkpoint=tune_checkpoint(oldest), keep_checkpoints=2)
+    assert again.metrics("global_epoch") == [3]
+    assert again.reports[0][0]["mlflow_run_id"] == run_id
+    r = run_of(store, run_id)
+    assert r.data.tags["mona.restored_from_global_epoch"] == "2"
+    assert r.data.tags["mona.attempts"] == "2"
+    assert r.data.tags[mr.TAG_OUTCOME] == "completed" and r.info.status == "FINISHED"
+    # no epoch logged twice; the resumed epoch continues the curve
+    vals = history(store, run_id, "val_rel_l2")
+    assert [g for g, _ in vals] == [1, 2, 3]
+    assert vals[2][1] == pytest.approx(again.reports[0][0]["val_rel_l2"])
+    # keep_checkpoints 2: of the three checkpoints the newest (the second attempt's) and the
+    # better of the other two keep their trainer state
+    folder = Path(s.experiment_path) / "trial_retry"
+    score = {d.name: json.loads((d / TRIAL_STATE).read_text())["score"]
+             for d in folder.iterdir()}
+    better = min(("checkpoint_000000", "checkpoint_000001"), key=score.get)
+    kept = [d.name for d in sorted(folder.iterdir()) if (d / TRAINER_DIR).is_dir()]
+    assert kept == sorted([better, "checkpoint_000002"])
+
+
+def tune_checkpoint(path: Path):
+    from ray import tune
+
+    return tune.Checkpoint.from_directory(str(path))
+
+
+def test_a_completed_trial_is_reported_again_not_retrained(attempt, store):
+    first, _ = attempt("done")
+    run_id = first.reports[0][0]["mlflow_run_id"]
+    before = history(store, run_id, "val_rel_l2")
+    again, _ = attempt("done", checkpoint=tune_checkpoint(first.reports[1][1]))
+    assert len(again.reports) == 1
+    m, ckpt = again.reports[0]
+    assert ckpt is None and m["mlflow_run_id"] == run_id
+    assert m["stage"] == 2 and m["stage2_epoch"] == 2
+    assert m["test_rel_l2"] == pytest.approx(first.reports[-1][0]["test_rel_l2"])
+    assert not any(k.startswith("timing_") for k in m)
+    assert history(store, run_id, "val_rel_l2") == before
+    assert "mona.restored_from_global_epoch" not in run_of(store, run_id).data.tags
+
+
+def test_a_trial_the_scheduler_stops_is_tagged_stopped_early(attempt, store):
+    session, _ = attempt("asha", raise_at={1: SystemExit()}, expect=SystemExit)
+    r = run_of(store, session.reports[0][0]["mlflow_run_id"])
+    assert r.data.tags[mr.TAG_OUTCOME] == "stopped_early"
+    assert r.data.tags["mona.stopped_at_global_epoch"] == "2"
+    assert r.info.status == "FINISHED"
+    # stopped at the final report (max_t reached): it completed
+    session, _ = attempt("at-max-t", raise_at={2: SystemExit()}, expect=SystemExit)
+    run_id = session.reports[0][0]["mlflow_run_id"]
+    assert run_of(store, run_id).data.tags[mr.TAG_OUTCOME] == "completed"
+
+
+def test_a_diverging_trial_ends_with_the_worst_value_and_no_retry(attempt, store, monkeypatch):
+    monkeypatch.setenv("MONA_TUNE_FAULT", json.dumps([{"at": [2, 1], "kind": "nan"}]))
+    session, s = attempt("nan", config={**TRIAL, "epochs": 3})  # returns: nothing to retry
+    m, ckpt = session.reports[-1]
+    assert m["val_rel_l2"] == math.inf and m["diverged"] == 1 and ckpt is None
+    assert m["stage2_epoch"] == 3 and m["global_epoch"] == 4 and m["stage"] == 2
+    assert "the training loss is nan" in m["error"]
+    r = run_of(store, m["mlflow_run_id"])
+    assert r.data.tags[mr.TAG_OUTCOME] == "diverged" and r.info.status == "FAILED"
+    assert r.data.tags[mr.TAG_OUTCOME_DETAIL].startswith("TrainingDiverged: training diverged")
+    # a max-mode search reports -inf, the worst there
+    monkeypatch.setenv("MONA_TUNE_FAULT", json.dumps([{"at": [2, 1], "kind": "nan"}]))
+    session, _ = attempt("nan-max", mode="max")
+    assert session.reports[-1][0]["val_rel_l2"] == -math.inf
+
+
+def test_without_warm_up_the_initial_embedder_is_logged_and_threads_follow_the_trial(
+        attempt, store):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        session, _ = attempt("ft", config={**TRIAL, "method": "ft"}, cpus_per_trial=2.6)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    run_id = session.reports[0][0]["mlflow_run_id"]
+    assert session.metrics("global_epoch") == [1, 2]
+    assert run_of(store, run_id).data.params["num_threads"] == "3"
+    client = mr.get_client(store)
+    assert [a.path for a in client.list_artifacts(run_id)] == [mr.EMBEDDER_ARTIFACT]
+    # the trial's own num_threads wins; log_embedder False logs none
+    session, _ = attempt("quiet", config={**TRIAL, "num_threads": 1}, cpus_per_trial=2,
+                         log_embedder=False)
+    run_id = session.reports[0][0]["mlflow_run_id"]
+    assert run_of(store, run_id).data.params["num_threads"] == "1"
+    assert client.list_artifacts(run_id) == []

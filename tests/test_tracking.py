@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import empty_mlflow_store
 from mona_tune.tracking import mlflow_runs as mr
 from mona_tune.tracking.best import best_command, rank_trials
 
 
 def _uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return empty_mlflow_store(tmp_path / "mlflow.db")
 
 
 def _fake_embedder(d: Path, tag: str) -> Path:

@@ -304,7 +304,22 @@ class _TrialRun:
 
 
 def run_trial(config: dict, settings: TrialSettings) -> None:
-    """The Ray Tune function trainable (wrapped with ``tune.with_parameters``)."""
+    """The Ray Tune function trainable (wrapped with ``tune.with_parameters``): the trial's
+    identity, node and checkpoint from Tune and Ray, then :func:`train_trial`."""
+    import ray
+    from ray import tune
+
+    ctx = tune.get_context()
+    node = {mr.TAG_NODE_ID: ray.get_runtime_context().get_node_id(),
+            mr.TAG_NODE_IP: ray.util.get_node_ip_address()}
+    train_trial(config, settings, trial_id=ctx.get_trial_id(), trial_name=ctx.get_trial_name(),
+                checkpoint=tune.get_checkpoint(), node_tags=node)
+
+
+def train_trial(config: dict, settings: TrialSettings, *, trial_id: str, trial_name: str,
+                checkpoint=None, node_tags: dict | None = None) -> None:
+    """One trial attempt: a new trainer, or the one in ``checkpoint`` (a ``tune.Checkpoint``);
+    per epoch MLflow and ``tune.report``; the outcome on its child run. Needs no running Ray."""
     import torch
     from ray import tune
 
@@ -314,8 +329,6 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
     mr.ride_out_outages()
     for name in ("ray.train", "ray.tune"):  # one line per checkpoint otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
-    ctx = tune.get_context()
-    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
 
     values = dict(config)
     threads = max(1, int(round(settings.cpus_per_trial)))
@@ -325,11 +338,8 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
     cfg = TrainConfig(**values)
 
     run = _TrialRun(settings, cfg, trial_id, trial_name)
-    import ray
-
-    node = ray.get_runtime_context()
-    mr.set_tags(settings.tracking_uri, run.run_id, {
-        mr.TAG_NODE_ID: node.get_node_id(), mr.TAG_NODE_IP: ray.util.get_node_ip_address()})
+    if node_tags:
+        mr.set_tags(settings.tracking_uri, run.run_id, node_tags)
     if run.child.outcome == "completed":
         # completed in an earlier attempt whose result Tune did not record (the driver died
         # between the two): report that result again instead of training again
@@ -341,9 +351,8 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
     from mona_tune.train.trainer import Trainer, TrainingDiverged
 
     try:
-        ckpt = tune.get_checkpoint()
-        if ckpt is not None:
-            with ckpt.as_directory() as d:
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
                 d = Path(d)
                 if settings.keep_checkpoints:  # local storage, checkpoints kept by the trial
                     d = newest_checkpoint(d)
