@@ -70,6 +70,21 @@ def test_a_diverged_trial_is_diverged_with_its_reason():
     assert "the training loss is nan" in detail
     # an error (an exception in the trial) still makes it failed
     assert _outcome(row(m, error="ValueError: x"), "test_rel_l2", MAX_T)[0] == "failed"
+    # without a reason; a long reason is cut at 500 characters
+    assert _outcome(row({"diverged": 1}), "test_rel_l2", MAX_T) == \
+        ("diverged", "training diverged")
+    assert _outcome(row({"diverged": 1, "error": "y" * 700}), "test_rel_l2", MAX_T)[1] == "y" * 500
+
+
+def test_outcomes_of_results_without_a_stage_2_epoch():
+    """A result row without ``stage2_epoch``: a completed trial ran its epochs (the trial's, else
+    max_t), a stopped one was stopped before stage-2 epoch 1."""
+    assert _outcome(row({"test_rel_l2": 0.2}, epochs=4), "test_rel_l2", MAX_T) == \
+        ("completed", "completed 4 stage-2 epochs")
+    assert _outcome(row({"test_rel_l2": 0.2}, epochs=None), "test_rel_l2", MAX_T) == \
+        ("completed", f"completed {MAX_T} stage-2 epochs")
+    assert _outcome(row({"val_rel_l2": 0.3}, epochs=4), "test_rel_l2", MAX_T) == \
+        ("stopped_early", "stopped by ASHA at stage-2 epoch 0 of 4")
 
 
 # ---------------------------------------------------------------- a real store
@@ -95,31 +110,43 @@ def run_of(uri: str, run_id: str):
     return mr.get_client(uri).get_run(run_id)
 
 
-def test_reconcile_tags_every_child_and_deletes_lost_ones(store):
+LOST_DETAIL = ("started before the driver was interrupted, after Tune's last snapshot; re-run as "
+               "another trial of the resumed search")
+
+
+def test_reconcile_tags_every_child_and_deletes_lost_ones(store, caplog):
     uri = store
     exp, parent = parent_run(uri, "recon", metric="val_rel_l2", mode="min")
     ids = {t: child(uri, exp, parent, t, search="recon").run_id
-           for t in ("done", "early", "crash", "nan", "lost")}
+           for t in ("done", "early", "crash", "nan", "budget", "lost", "lost2")}
     mr.end_run(uri, ids["done"], "FINISHED")
+    mr.end_run(uri, ids["lost2"], "FAILED")
     rows = [
+        row({"val_rel_l2": 0.4, "stage2_epoch": 1}, trial_id="unknown"),  # no run in MLflow
         row({"val_rel_l2": 0.2, "test_rel_l2": 0.2, "stage2_epoch": 6}, trial_id="done"),
         row({"val_rel_l2": 0.5, "stage2_epoch": 2}, trial_id="early"),
         row({"stage2_epoch": 1}, error="boom\nValueError: bad", trial_id="crash"),
         row({"val_rel_l2": float("inf"), "diverged": 1, "stage2_epoch": 6,
              "error": "training diverged: lr too high"}, trial_id="nan"),
-        row({"val_rel_l2": 0.4, "stage2_epoch": 1}, trial_id="unknown"),  # no run in MLflow
+        row({}, epochs=None, trial_id="budget"),  # no epoch reported, epochs from max_t
     ]
     lost_runs: dict = {}
-    out = reconcile_runs(uri, exp, parent, rows, "test_rel_l2", MAX_T, lost=lost_runs)
+    with caplog.at_level("INFO", logger="mona_tune.search.driver"):
+        out = reconcile_runs(uri, exp, parent, rows, "test_rel_l2", MAX_T, "the time budget",
+                             lost=lost_runs)
     assert out == {
         "done": ("completed", "completed 6 stage-2 epochs", ids["done"]),
-        "early": ("stopped_early", "stopped by ASHA at stage-2 epoch 2 of 6", ids["early"]),
+        "early": ("stopped_early", "stopped by the time budget at stage-2 epoch 2 of 6",
+                  ids["early"]),
         "crash": ("failed", "ValueError: bad", ids["crash"]),
         "nan": ("diverged", "training diverged: lr too high", ids["nan"]),
-        "unknown": ("stopped_early", "stopped by ASHA at stage-2 epoch 1 of 6", None),
+        "budget": ("stopped_early", f"stopped by the time budget at stage-2 epoch 0 of {MAX_T}",
+                   ids["budget"]),
+        "unknown": ("stopped_early", "stopped by the time budget at stage-2 epoch 1 of 6", None),
     }
     want = {"done": ("completed", "FINISHED", "6"), "early": ("stopped_early", "FINISHED", "2"),
-            "crash": ("failed", "FAILED", "1"), "nan": ("diverged", "FAILED", "6")}
+            "crash": ("failed", "FAILED", "1"), "nan": ("diverged", "FAILED", "6"),
+            "budget": ("stopped_early", "FINISHED", "0")}
     for trial, (outcome, status, last) in want.items():
         r = run_of(uri, ids[trial])
         assert r.data.tags[mr.TAG_OUTCOME] == outcome
@@ -127,13 +154,17 @@ def test_reconcile_tags_every_child_and_deletes_lost_ones(store):
         assert r.data.tags["mona.last_stage2_epoch"] == last
         assert r.info.status == status
         assert r.info.lifecycle_stage == "active"
-    lost = run_of(uri, ids["lost"])
-    assert lost.data.tags[mr.TAG_OUTCOME] == "lost"
-    assert lost.info.status == "KILLED" and lost.info.lifecycle_stage == "deleted"
-    assert lost_runs == {"lost": ids["lost"]}
-    assert run_of(uri, parent).data.tags["mona.lost_runs"] == ids["lost"]
+    for trial, status in (("lost", "KILLED"), ("lost2", "FAILED")):
+        lost = run_of(uri, ids[trial])
+        assert lost.data.tags[mr.TAG_OUTCOME] == "lost"
+        assert lost.data.tags[mr.TAG_OUTCOME_DETAIL] == LOST_DETAIL
+        assert lost.info.status == status and lost.info.lifecycle_stage == "deleted"
+        assert f"deleted run {ids[trial]} of lost trial {trial}" in caplog.messages
+    assert lost_runs == {"lost": ids["lost"], "lost2": ids["lost2"]}
+    assert sorted(run_of(uri, parent).data.tags["mona.lost_runs"].split(",")) == \
+        sorted([ids["lost"], ids["lost2"]])
     assert sorted(r.info.run_id for r in mr.child_runs(uri, exp, parent)) == \
-        sorted(ids[t] for t in ("done", "early", "crash", "nan"))
+        sorted(ids[t] for t in ("done", "early", "crash", "nan", "budget"))
 
 
 # ---------------------------------------------------------------- a trial's runs
@@ -185,6 +216,7 @@ def test_stopped_failed_and_diverged_trials_tag_their_runs(store):
         diverged.diverged(TrainingDiverged("training diverged: loss is nan"), "min")
     r = run_of(uri, stopped.run_id)
     assert r.data.tags[mr.TAG_OUTCOME] == "stopped_early"
+    assert r.data.tags[mr.TAG_OUTCOME_DETAIL] == "stopped by the scheduler"
     assert r.data.tags["mona.stopped_at_global_epoch"] == "2"
     assert r.info.status == "FINISHED"
     failed = _TrialRun(s, cfg, "e_2", "e_2")
@@ -197,6 +229,23 @@ def test_stopped_failed_and_diverged_trials_tag_their_runs(store):
     assert r.data.tags[mr.TAG_OUTCOME] == "diverged"
     assert r.data.tags[mr.TAG_OUTCOME_DETAIL] == "TrainingDiverged: training diverged: loss is nan"
     assert diverged.completed
+
+
+def test_a_long_divergence_reason_is_cut_for_tune_and_mlflow(store, monkeypatch):
+    import ray.tune
+
+    from mona_tune.train.trainer import TrainingDiverged
+
+    reports = []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, **kw: reports.append(metrics))
+    exp, parent = parent_run(store, "long")
+    run = _TrialRun(settings(store, exp, parent, "long"), TrainConfig(method="ft", epochs=2),
+                    "l_1", "l_1")
+    reason = "training diverged: " + "x" * 600
+    run.diverged(TrainingDiverged(reason), "min")
+    assert [m["error"] for m in reports] == [reason[:300]]
+    detail = run_of(store, run.run_id).data.tags[mr.TAG_OUTCOME_DETAIL]
+    assert detail == f"TrainingDiverged: {reason}"[:500]
 
 
 def test_a_completed_child_is_not_reopened(store):

@@ -251,10 +251,10 @@ def _outcome(row: dict, test_key: str, max_t: int, by: str = "ASHA") -> tuple[st
         return "failed", (text[-1] if text else "error")[:500]
     if m.get("diverged"):
         return "diverged", str(m.get("error", "training diverged"))[:500]
+    ep = int(m.get("stage2_epoch") or 0)
+    epochs = int(row["config"].get("epochs") or max_t)
     if test_key in m:
-        return "completed", f"completed {int(m.get('stage2_epoch', 0))} stage-2 epochs"
-    ep = int(m.get("stage2_epoch", 0) or 0)
-    epochs = int(row["config"].get("epochs", max_t) or max_t)
+        return "completed", f"completed {ep or epochs} stage-2 epochs"
     return "stopped_early", f"stopped by {by} at stage-2 epoch {ep} of {epochs}"
 
 
@@ -276,7 +276,7 @@ def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, ro
         if run is None:
             continue
         tags = {mr.TAG_OUTCOME: outcome, mr.TAG_OUTCOME_DETAIL: detail,
-                "mona.last_stage2_epoch": int(row["metrics"].get("stage2_epoch", 0) or 0)}
+                "mona.last_stage2_epoch": int(row["metrics"].get("stage2_epoch") or 0)}
         mr.set_tags(tracking_uri, run_id, tags)
         status = "FAILED" if outcome in ("failed", "diverged") else "FINISHED"
         if run.info.status != status:

@@ -127,11 +127,12 @@ def prune_checkpoints(trial_dir: Path, keep: int, mode: str) -> None:
     if len(states) <= keep:
         return
     newest = max(states, key=lambda s: s[1].get("global_epoch", -1))
-    sign = 1.0 if mode == "min" else -1.0
 
-    def rank(item):
+    def rank(item):  # best first; a checkpoint without a finite score last
         score = item[1].get("score")
-        return sign * score if isinstance(score, (int, float)) and math.isfinite(score) else math.inf
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            return math.inf
+        return score if mode == "min" else -score
 
     others = sorted((s for s in states if s is not newest), key=rank)
     for d, _ in others[keep - 1:]:
