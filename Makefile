@@ -27,15 +27,21 @@ bench: $(STAMP)
 
 # Mutation testing (mutmut, configured in pyproject.toml) of the core modules against the fast
 # tests; prints the score per module (benchmarks/MUTATION.md). One module: MUTATE='mona_tune.train.losses*'
+# MUTATION_SAMPLE=N: a seeded random sample of N mutants per module (0: all of them; hours).
 MUTATE ?= mona_tune.train.losses* mona_tune.train.stage1* mona_tune.tasks.generate* \
           mona_tune.tasks.darcy* mona_tune.search.driver.x__outcome* \
           mona_tune.search.driver.x_reconcile_runs* mona_tune.search.trial* \
           mona_tune.tracking.best* mona_tune.tracking.mlflow_runs* mona_tune.train.trainer*
+MUTATION_SAMPLE ?= 0
 MUTATION_JOBS ?= 2
+MUTANTS := .mutmut-sample
 mutation: $(STAMP)
+	MONA_TUNE_TEST_SHARED_CACHE='$(CURDIR)/.mutmut-test-cache' $(BIN)/python \
+	  benchmarks/mutation_sample.py --per-module $(MUTATION_SAMPLE) $(foreach m,$(MUTATE),'$(m)') \
+	  > $(MUTANTS)
 	MONA_TUNE_TEST_SHARED_CACHE='$(CURDIR)/.mutmut-test-cache' \
-	  nice -n 5 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(foreach m,$(MUTATE),'$(m)')
-	$(BIN)/python benchmarks/mutation_score.py $(foreach m,$(MUTATE),'$(m)')
+	  nice -n 5 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $$(cat $(MUTANTS))
+	$(BIN)/python benchmarks/mutation_score.py --names $(MUTANTS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -229,6 +230,25 @@ def test_stopped_failed_and_diverged_trials_tag_their_runs(store):
     assert r.data.tags[mr.TAG_OUTCOME] == "diverged"
     assert r.data.tags[mr.TAG_OUTCOME_DETAIL] == "TrainingDiverged: training diverged: loss is nan"
     assert diverged.completed
+
+
+def test_tagging_a_stopped_or_failed_trial_never_raises(store, tmp_path, caplog):
+    """The store is gone when a trial ends: the trial's own exit is not masked (the driver tags
+    its run after the search); the reason is logged for debugging."""
+    exp, parent = parent_run(store, "gone")
+    run = _TrialRun(settings(store, exp, parent, "gone"), TrainConfig(method="ft", epochs=2),
+                    "x_1", "x_1")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    run.s = dataclasses.replace(run.s, tracking_uri=f"sqlite:///{blocked}/mlflow.db")
+    with caplog.at_level("DEBUG", logger="mona_tune.search.trial"):
+        run.stopped()
+        run.failed(RuntimeError("boom"))
+    logged = [(r.getMessage(), r.exc_info is not None) for r in caplog.records
+              if r.name == "mona_tune.search.trial"]
+    assert logged == [("could not tag a stopped trial", True),
+                      ("could not tag a failed trial", True)]
+    assert run_of(store, run.run_id).info.status == "RUNNING"
 
 
 def test_a_long_divergence_reason_is_cut_for_tune_and_mlflow(store, monkeypatch):

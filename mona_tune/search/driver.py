@@ -259,7 +259,7 @@ def _outcome(row: dict, test_key: str, max_t: int, by: str = "ASHA") -> tuple[st
 
 
 def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, rows: list[dict],
-                   test_key: str, max_t: int, stopped_by: str = "ASHA",
+                   test_key: str, max_t: int, stopped_by: str,
                    lost: dict[str, str] | None = None) -> dict[str, tuple[str, str, str | None]]:
     """Tag every child run with its trial's outcome.
 
