@@ -77,6 +77,8 @@ def test_newest_means_the_highest_global_epoch_not_the_folder_name(tmp_path):
     # older than global epoch 1, the first there is
     first = _checkpoints(tmp_path / "first", [0.5, 0.4], epochs=[None, 1])
     assert newest_checkpoint(first[0]) == first[1]
+    prune_checkpoints(tmp_path / "first", keep=1, mode="min")
+    assert _with_state(first) == ["checkpoint_000001"]
 
 
 def test_no_checkpoint_is_emptied_while_there_are_at_most_keep(tmp_path):
