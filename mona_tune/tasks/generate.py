@@ -133,7 +133,10 @@ def darcy_operator(a: np.ndarray, grid: Grid) -> sp.csc_matrix:
     off1[:, :-1] = -f1[:, 1:-1]  # link (i, j)–(i, j+1); zero at row ends
     off1 = off1.ravel()[:-1]
     off0 = -f0[1:-1].ravel()  # link (i, j)–(i+1, j)
-    A = sp.diags([diag.ravel(), off1, off1, off0, off0], [0, 1, -1, m1, -m1], format="csc")
+    diagonals, offsets = [diag.ravel(), off1, off1, off0, off0], [0, 1, -1, m1, -m1]
+    if m1 == 1:  # one unknown per row (a 3-node grid): no links along rows, and ±1 would be ±m1
+        diagonals, offsets = [diag.ravel(), off0, off0], [0, m1, -m1]
+    A = sp.diags(diagonals, offsets, format="csc")
     return A / h**2
 
 
