@@ -373,6 +373,16 @@ def test_best_table_and_export(ranked_store, capsys, tmp_path):
     assert "searched" not in meta["train_config_params"]
 
 
+def test_ranking_a_task_reads_every_page_of_runs(ranked_store, monkeypatch):
+    from mona_tune.tracking import best as bt
+
+    uri, runs = ranked_store
+    whole = [r.run_id for r in bt.rank_trials(uri, task="darcy")[0]]
+    monkeypatch.setattr(bt, "SEARCH_PAGE", 1)
+    assert [r.run_id for r in bt.rank_trials(uri, task="darcy")[0]] == whole
+    assert {runs["a"], runs["b"]} <= set(whole)  # two pages of one run at least
+
+
 @pytest.mark.parametrize("args, says", [
     (["--name", "rank", "--top", "0"], "--top 0"),
     (["--name", "nope"], "--name nope: no search of that name"),

@@ -180,3 +180,10 @@ def test_each_method_lowers_its_objective_and_moves_only_the_embedder(method):
         assert same != k.startswith("embedder."), k
     for p in itertools.chain(model.encoder.parameters(), model.predictor.parameters()):
         assert p.grad is None
+
+
+def test_the_otdd_needs_both_label_sets():
+    model, x, _, xs, ys = tiny_problem(dtype=torch.float32, seed=1)
+    for labels in ({"source_labels": ys}, {"target_labels": torch.tensor([0, 1, 0])}):
+        with pytest.raises(ValueError, match="^the OTDD needs target and source labels$"):
+            orca_gradient(model, x, xs, **labels)

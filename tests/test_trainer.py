@@ -4,6 +4,7 @@ exported embedders, divergence, CIFAR-10 source data."""
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import pytest
@@ -132,6 +133,13 @@ def test_exported_embedder_round_trip_and_misfit(tmp_path):
         Trainer(cfg)
     with pytest.raises(MonaError, match="not an exported embedder"):
         Trainer(tiny(init_embedder=str(tmp_path / "missing")))
+    # a checkpoint of a run that started from an export restores without reading that export
+    u.save_checkpoint(tmp_path / "ckpt")
+    shutil.rmtree(tmp_path / "emb")
+    r = Trainer.from_checkpoint(tmp_path / "ckpt")
+    for a, b in zip(r.model.embedder.state_dict().values(),
+                    u.model.embedder.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_diverging_run_stops_with_a_clear_error(monkeypatch):

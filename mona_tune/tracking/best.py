@@ -18,6 +18,8 @@ from pathlib import Path
 from mona_tune.errors import MonaError
 from mona_tune.tracking import mlflow_runs as mr
 
+SEARCH_PAGE = 1000  # runs per request when ranking all trials of a task (MLflow's page size)
+
 
 @dataclass
 class Ranked:
@@ -83,7 +85,7 @@ def rank_trials(tracking_uri: str, *, name: str | None = None,
         while True:
             page = mr.retrying(client.search_runs, [exps[0].experiment_id],
                                filter_string=f"tags.`{mr.TAG_ROLE}` = 'trial'",
-                               max_results=1000, page_token=token)
+                               max_results=SEARCH_PAGE, page_token=token)
             runs.extend(page)
             token = page.token
             if not token:
