@@ -80,6 +80,16 @@ def empty_mlflow_store(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def cosine_basis(s: int) -> np.ndarray:
+    """Orthonormal Neumann cosine basis on s cell-centred points: row k is c_k cos(πk(i + ½)/s)
+    (the DCT-II basis of the generator's random fields)."""
+    i = np.arange(s) + 0.5
+    basis = np.cos(np.pi * np.arange(s)[:, None] * i[None, :] / s)
+    basis[0] *= np.sqrt(1.0 / s)
+    basis[1:] *= np.sqrt(2.0 / s)
+    return basis
+
+
 def darcy_arrays(n: int, r: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Plausible (coeff, sol) of shape (n, r, r): two-valued a, u vanishing on the boundary.
 

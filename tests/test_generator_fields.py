@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import cosine_basis
 
 from mona_tune.tasks.generate import (fno_coefficient, grf_cosine, make_sample,
                                       pdebench_coefficient)
 
 TAU2 = 9.0  # the shift of −Δ + 9I
-
-
-def cosine_basis(s: int) -> np.ndarray:
-    """Orthonormal Neumann cosine basis on s cell-centred points: row k is cos(πk(i + ½)/s)."""
-    i = np.arange(s) + 0.5
-    basis = np.cos(np.pi * np.arange(s)[:, None] * i[None, :] / s)
-    basis[0] *= np.sqrt(1.0 / s)
-    basis[1:] *= np.sqrt(2.0 / s)
-    return basis
 
 
 def covariance_eigenvalues(s: int) -> np.ndarray:

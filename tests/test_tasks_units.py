@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import darcy_arrays, write_mat_v5, write_mat_v73, write_pdebench
+from conftest import cosine_basis, darcy_arrays, write_mat_v5, write_mat_v73, write_pdebench
 
 from mona_tune.cache import config_key
 from mona_tune.config import TrainConfig
@@ -68,15 +68,6 @@ def test_sample_rng_is_the_seed_sequence_of_seed_part_and_index():
 
 
 # ================================================================= generate: coefficient fields
-def cosine_basis(s: int) -> np.ndarray:
-    """Orthonormal cosine basis on s cell-centred points: row k is c_k cos(πk(i + ½)/s)."""
-    i = np.arange(s) + 0.5
-    basis = np.cos(np.pi * np.arange(s)[:, None] * i[None, :] / s)
-    basis[0] *= np.sqrt(1.0 / s)
-    basis[1:] *= np.sqrt(2.0 / s)
-    return basis
-
-
 def grf_here(xi: np.ndarray, alpha: float, tau: float) -> np.ndarray:
     """Σ_k s·τ^(α−1)(π²|k|² + τ²)^(−α/2) ξ_k φ_k1 ⊗ φ_k2, constant mode removed."""
     s = xi.shape[0]
