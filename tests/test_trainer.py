@@ -79,7 +79,7 @@ def test_resume_gives_the_same_final_metrics(tmp_path):
         assert [numeric(h) for h in history] == [numeric(h) for h in straight.history]
 
 
-def test_checkpoint_is_complete_and_loads_weights_only(tmp_path):
+def test_checkpoint_is_complete_and_loads_weights_only(tmp_path, monkeypatch):
     t = Trainer(tiny(method="emb", warmup_epochs=1, epochs=1))
     t.fit()
     t.save_checkpoint(tmp_path / "c")
@@ -90,6 +90,12 @@ def test_checkpoint_is_complete_and_loads_weights_only(tmp_path):
     assert json.loads((tmp_path / "c" / "config.json").read_text())["method"] == "emb"
     with pytest.raises(MonaError, match="no trainer checkpoint"):
         Trainer.from_checkpoint(tmp_path / "nothing")
+    # restoring asks torch for tensors only, whatever torch's default (False before torch 2.6)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **kw: loads.append(kw) or real_load(*a, **kw))
+    Trainer.from_checkpoint(tmp_path / "c")
+    assert [kw.get("weights_only") for kw in loads] == [True]
 
 
 @pytest.mark.parametrize("method", ["mona", "orca"])
