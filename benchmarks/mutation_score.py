@@ -33,9 +33,11 @@ def module_of(mutant: str) -> str:
 
 
 def equivalent_mutants() -> set[str]:
+    """The ``- `NAME` ...`` lines of the section "Survivors judged equivalent" of MUTATION.md."""
     if not NOTES.is_file():
         return set()
-    return set(re.findall(r"^- `([^`]+__mutmut_\d+)`", NOTES.read_text(), flags=re.M))
+    section = NOTES.read_text().split("## Survivors judged equivalent", 1)[-1].split("\n## ", 1)[0]
+    return set(re.findall(r"^- `([^`]+__mutmut_\d+)`", section, flags=re.M))
 
 
 def results() -> dict[str, str]:
