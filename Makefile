@@ -35,12 +35,12 @@ MUTATE ?= mona_tune.train.losses* mona_tune.train.stage1* mona_tune.tasks.genera
 MUTATION_SAMPLE ?= 0
 MUTATION_JOBS ?= 2
 MUTANTS := .mutmut-sample
+# source models and an empty MLflow store kept across the mutants' pytest sessions (tests/conftest.py)
+MUTATION_ENV := MONA_TUNE_TEST_SHARED_CACHE='$(CURDIR)/.mutmut-test-cache'
 mutation: $(STAMP)
-	MONA_TUNE_TEST_SHARED_CACHE='$(CURDIR)/.mutmut-test-cache' $(BIN)/python \
-	  benchmarks/mutation_sample.py --per-module $(MUTATION_SAMPLE) $(foreach m,$(MUTATE),'$(m)') \
-	  > $(MUTANTS)
-	MONA_TUNE_TEST_SHARED_CACHE='$(CURDIR)/.mutmut-test-cache' \
-	  nice -n 5 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $$(cat $(MUTANTS))
+	$(MUTATION_ENV) $(BIN)/python benchmarks/mutation_sample.py \
+	  --per-module $(MUTATION_SAMPLE) $(foreach m,$(MUTATE),'$(m)') > $(MUTANTS)
+	$(MUTATION_ENV) nice -n 5 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $$(cat $(MUTANTS))
 	$(BIN)/python benchmarks/mutation_score.py --names $(MUTANTS)
 
 clean:
