@@ -117,15 +117,16 @@ def _searcher(scfg: SearchConfig, metric: str, mode: str):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
-    from mona_tune.search.resumable import OnceOptunaSearch
+    from mona_tune.search.resumable import OnceOptunaSearch, ResumableSearch
 
     # TPE needs a few random trials before it models anything; the default (10) would leave an
     # 8-trial search entirely random.
     startup = max(2, min(10, scfg.num_samples // 3))
     sampler = optuna.samplers.TPESampler(seed=scfg.seed, n_startup_trials=startup)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return ConcurrencyLimiter(OnceOptunaSearch(metric=metric, mode=mode, sampler=sampler),
-                              max_concurrent=scfg.max_concurrent)
+    return ResumableSearch(ConcurrencyLimiter(
+        OnceOptunaSearch(metric=metric, mode=mode, sampler=sampler),
+        max_concurrent=scfg.max_concurrent))
 
 
 def _scheduler(scfg: SearchConfig, max_t: int):
@@ -327,6 +328,14 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
 
         if not Tuner.can_restore(exp_path):
             raise MonaError(f"--resume: {exp_path} holds no Tune experiment state to resume")
+        from mona_tune.search.resumable import damaged_state
+
+        damaged = damaged_state(exp_path)
+        if damaged:
+            raise MonaError(
+                f"--resume: Tune's experiment state {damaged} is cut short (the driver was "
+                "killed while writing it); Tune would start the search afresh. Delete that file "
+                "to resume from the one before it, if there is one, or start a new search")
     # the tracking store answers, before Ray starts (seconds, not MLflow's retries)
     check_store(scfg.tracking_uri)
     mr.ride_out_outages()

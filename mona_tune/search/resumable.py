@@ -8,7 +8,26 @@
   from the trial's ``result.json``, so that a resumed search stops the trials an uninterrupted one
   would;
 - Optuna warns and ignores a step reported twice; a trial restored from a checkpoint reports the
-  steps after that checkpoint again. The searcher passes each trial's steps on once.
+  steps after that checkpoint again. The searcher passes each trial's steps on once;
+- the searcher's state is reconciled with Tune's restored trial list (:class:`ResumableSearch`).
+
+Why the reconciliation: Tune writes the experiment state (the trial list), the search generator's
+state (how many trials it created) and the searcher's pickle (the Optuna study) as three files in
+the driver's staging folder, and uploads that folder to the storage in a background thread. The
+next snapshot rewrites the three files while an upload may still be copying them (Tune skips the
+upload then, but not the writing), and a driver killed mid-upload leaves some files new and some
+old; ``Tuner.restore`` then reads each file on its own. Tune offers no way to write them as one, so
+the experiment state, which is what Tune restores trials from, is taken as the truth and the
+restored searcher is made to agree with it:
+
+- a trial the experiment state lists but the searcher does not know (its state is older) is
+  adopted: it counts towards the concurrency limit while it runs, and when it ends Optuna is told
+  its config and final metric (a finished one at once), so the sampler learns from it (without the
+  adoption, Optuna raised ``KeyError`` on its first result and never learnt its value);
+- a trial the searcher holds but Tune does not (the searcher's state is newer: the trial started
+  after the experiment snapshot) is told to Optuna as failed and its config is queued, so the
+  resumed search runs it again under a new id; the generator's count of created trials becomes
+  the number Tune restored (without this, the search ended one trial short).
 
 The classes are pickled with the Tuner (``tuner.pkl``) and found again by this module's name.
 """
@@ -17,13 +36,40 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.utils.util import flatten_dict
 
 logger = logging.getLogger(__name__)
+
+
+def damaged_state(experiment_path: str) -> str | None:
+    """The newest experiment state file under ``experiment_path`` when it does not parse, else
+    None. Tune rewrites that file in place while an upload may be copying it; given a damaged
+    one, ``Tuner.restore`` logs the error and starts the experiment afresh, every trial new."""
+    import fnmatch
+
+    import pyarrow.fs
+
+    from mona_tune.search import storage
+
+    fs, path = storage.filesystem(experiment_path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    names = sorted(i.base_name for i in infos
+                   if fnmatch.fnmatch(i.base_name, "experiment_state-*.json"))
+    if not names:
+        return None
+    newest = storage.join(experiment_path, names[-1])
+    try:
+        json.loads(storage.read_text(newest) or "")
+    except ValueError:
+        return newest
+    return None
 
 
 def snapshot_soon(tune_controller) -> None:
@@ -58,15 +104,32 @@ def past_results(trial) -> list[dict]:
     return out
 
 
+def tell_searcher(tune_controller, trial) -> None:
+    """Every trial Tune adds, new or restored, reaches :meth:`ResumableSearch.on_trial_add`.
+
+    The schedulers' ``on_trial_add`` is the one hook Tune calls for each restored trial, after it
+    restored the search algorithm and before it asks for a new trial. An error here would make
+    Tune give up the restore and start the experiment afresh, so it is logged instead."""
+    alg = getattr(tune_controller, "search_alg", None)
+    if isinstance(alg, ResumableSearch):
+        try:
+            alg.on_trial_add(trial)
+        except Exception:
+            logger.exception("could not reconcile the searcher with restored trial %s",
+                             trial.trial_id)
+
+
 class SnapshottingFIFO(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
+        tell_searcher(tune_controller, trial)
         snapshot_soon(tune_controller)
 
 
 class ResumableASHA(ASHAScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
+        tell_searcher(tune_controller, trial)
         bracket = self._trial_info[trial.trial_id]
         replayed = 0
         for result in past_results(trial):
@@ -81,7 +144,69 @@ class ResumableASHA(ASHAScheduler):
 
 
 class OnceOptunaSearch(OptunaSearch):
+    """Optuna that hears each step once and takes in trials its restored state missed."""
+
+    def _adopted(self) -> dict[str, dict]:
+        # trial id -> params of the trials Tune restored that this state did not know
+        return self.__dict__.setdefault("_adopted_params", {})
+
+    def knows(self, trial_id: str) -> bool:
+        return trial_id in self._ot_trials or trial_id in self._adopted()
+
+    def adopt(self, trial_id: str, config: dict, result: dict | None, finished: bool) -> None:
+        """Take in a trial Tune restored: one this (older) state does not hold is told to the
+        study when it completes (a finished one now); one it holds as running that Tune restored
+        as finished is completed now."""
+        if trial_id in self._adopted():
+            return
+        if trial_id in self._ot_trials:
+            if finished and trial_id not in self._completed_trials:
+                # finished after this state was saved: Tune will not report it again
+                OptunaSearch.on_trial_complete(self, trial_id, result=result)
+            return
+        flat = flatten_dict(dict(config or {}))
+        params = {k: flat[k] for k in self._space if k in flat}
+        if finished:
+            self._tell(params, (result or {}).get(self._metric), error=False)
+        else:
+            self._adopted()[trial_id] = params
+        logger.info("Optuna adopted trial %s%s", trial_id, " (finished)" if finished else "")
+
+    def _tell(self, params: dict, value, error: bool) -> None:
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        if ok:
+            self.add_evaluated_point(params, float(value))
+        else:  # a diverged or failed trial: Optuna's FAIL state takes no value
+            self.add_evaluated_point(params, 0.0, error=True)
+
+    def forget_unless(self, known: set[str]) -> list[dict]:
+        """Fail the running trials Tune did not restore (this state is newer than Tune's) and
+        queue their configs to run again; returns their params."""
+        import optuna
+
+        queued = []
+        for trial_id, ot_trial in list(self._ot_trials.items()):
+            if trial_id in known or trial_id in self._completed_trials:
+                continue
+            if self._ot_study.trials[ot_trial.number].state != optuna.trial.TrialState.RUNNING:
+                continue
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            self._ot_study.enqueue_trial(dict(ot_trial.params))
+            queued.append(dict(ot_trial.params))
+        return queued
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        params = self._adopted().pop(trial_id, None)
+        if params is not None:
+            self._tell(params, (result or {}).get(self._metric), error)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._adopted():
+            return  # its final metric is told on completion
         seen = self.__dict__.setdefault("_steps_seen", {})
         step = result.get(TRAINING_ITERATION)
         if step is not None and step <= seen.get(trial_id, 0):
@@ -89,3 +214,83 @@ class OnceOptunaSearch(OptunaSearch):
         super().on_trial_result(trial_id, result)
         if step is not None:
             seen[trial_id] = step
+
+
+class ResumableSearch(SearchGenerator):
+    """Tune's search generator, reconciled with the trials Tune restored (see the module's
+    docstring). Tune passes each trial it adds through :func:`tell_searcher`; the trials this
+    generator did not create in this process are the restored ones."""
+
+    def __init__(self, searcher):
+        super().__init__(searcher)
+        self._init_reconcile()
+
+    def _init_reconcile(self) -> None:
+        self._created: set[str] = set()  # trials created by this process
+        self._restored: dict[str, bool] = {}  # restored trial id -> finished
+        self._reconcile_pending = False
+
+    def __setstate__(self, state: dict) -> None:  # unpickled from tuner.pkl
+        self.__dict__.update(state)
+        self._init_reconcile()
+
+    def _chain(self) -> tuple[ConcurrencyLimiter | None, OptunaSearch | None]:
+        limiter, alg = None, self.searcher
+        while hasattr(alg, "searcher"):
+            if isinstance(alg, ConcurrencyLimiter):
+                limiter = alg
+            alg = alg.searcher
+        return limiter, alg if isinstance(alg, OnceOptunaSearch) else None
+
+    def next_trial(self):
+        self.reconcile()
+        trial = super().next_trial()
+        if trial is not None:
+            self._created.add(trial.trial_id)
+        return trial
+
+    def on_trial_add(self, trial) -> None:
+        if trial.trial_id in self._created:
+            return
+        from ray.tune.experiment import Trial
+
+        finished = trial.status == Trial.TERMINATED
+        self._restored[trial.trial_id] = finished
+        self._reconcile_pending = True
+        limiter, optuna_search = self._chain()
+        if optuna_search is not None:
+            optuna_search.adopt(trial.trial_id, trial.config, trial.last_result, finished)
+        if limiter is not None and not finished:
+            limiter.live_trials.add(trial.trial_id)
+
+    def reconcile(self) -> None:
+        """Once all restored trials are added (Tune restores them all before it asks for a new
+        trial): drop what Tune does not know, count what it does."""
+        if not self._reconcile_pending:
+            return
+        self._reconcile_pending = False
+        known = set(self._restored) | self._created
+        limiter, optuna_search = self._chain()
+        if limiter is not None:
+            unfinished = {t for t, done in self._restored.items() if not done}
+            dropped = limiter.live_trials - unfinished - self._created
+            limiter.live_trials -= dropped
+            limiter.num_unfinished_live_trials = len(limiter.live_trials)
+            if dropped:
+                logger.info("concurrency limit: trials %s were not restored", sorted(dropped))
+        if optuna_search is not None:
+            for params in optuna_search.forget_unless(known):
+                logger.warning("a trial the experiment state lacks runs again with %s", params)
+        if self._counter != len(known):
+            logger.warning("the search generator counted %d trials, Tune restored %d",
+                           self._counter, len(known))
+            self._counter = len(known)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.reconcile()
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        self.reconcile()
+        super().on_trial_complete(trial_id, result=result, error=error)
