@@ -72,6 +72,25 @@ def stop_session(proc: subprocess.Popen, grace: float = 10.0) -> None:
     proc.poll()
 
 
+def kill_session(proc: subprocess.Popen, timeout: float = 30.0) -> list[int]:
+    """SIGKILL every process of ``proc``'s session at once, as when its machine is lost (a Ray
+    node: its raylet, agents and workers); returns their ids once all are gone."""
+    pids = _session_pids(proc.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + timeout
+    while _session_pids(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.wait(timeout=max(1.0, deadline - time.time()))
+    left = _session_pids(proc.pid)
+    if left:
+        raise RuntimeError(f"processes {left} of session {proc.pid} survived SIGKILL")
+    return pids
+
+
 def start(cmd: list[str], log: Path, env: dict | None = None, **kw) -> subprocess.Popen:
     with open(log, "ab") as fh:
         return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
@@ -242,6 +261,20 @@ class LocalCluster:
                 "sys.argv[2])], limit=10000, raise_on_missing_output=False)\n"
                 "print(json.dumps({a.actor_id: a.node_id for a in rows}))")
         out = subprocess.run([sys.executable, "-c", code, self.dashboard, class_name],
+                             capture_output=True, text=True, env=self.env, timeout=60)
+        import json
+
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def nodes(self) -> dict[str, dict]:
+        """node id -> {"state": "ALIVE" or "DEAD", "is_head": bool} of every node the cluster
+        has known (Ray's state API)."""
+        code = ("import json, sys\nfrom ray.util.state import list_nodes\n"
+                "rows = list_nodes(address=sys.argv[1], limit=10000, detail=True, "
+                "raise_on_missing_output=False)\n"
+                "print(json.dumps({n.node_id: {'state': n.state, 'is_head': n.is_head_node} "
+                "for n in rows}))")
+        out = subprocess.run([sys.executable, "-c", code, self.dashboard],
                              capture_output=True, text=True, env=self.env, timeout=60)
         import json
 

@@ -140,8 +140,9 @@ def _children(uri: str, search: str) -> tuple[object, list]:
 
 
 def _check_search(stack: Stack, search: str, n_trials: int, tmp_path: Path) -> None:
-    """Every trial tracked once and complete, trials on both nodes (Ray's state API and the
-    runs' tags agree), every embedder downloadable from the server, alias `best` on the best."""
+    """Every trial tracked once and complete, trials (an attempt of them) on both nodes (Ray's
+    state API and the runs' tags agree), every embedder downloadable from the server, alias
+    `best` on the best."""
     uri = stack.mlflow.url
     parent, children = _children(uri, search)
     by_trial: dict[str, list] = {}
@@ -158,7 +159,9 @@ def _check_search(stack: Stack, search: str, n_trials: int, tmp_path: Path) -> N
         meta = json.loads((out / "embedder.json").read_text())
         assert meta["kind"] and (out / "embedder.safetensors").stat().st_size > 1000
         assert meta["lam"] == pytest.approx(float(c.data.params["lam"]))
-    tagged = {c.data.tags["mona.node_id"] for c in children}
+    # every attempt's node (mona.node_ids; mona.node_id names the latest attempt's only)
+    tagged = {n for c in children for n in
+              (c.data.tags.get("mona.node_ids") or c.data.tags["mona.node_id"]).split(",")}
     assert len(tagged) == 2, "the trials ran on one node only"
     ray_nodes = set(stack.ray.actor_nodes("ImplicitFunc").values())
     assert tagged <= ray_nodes and len(ray_nodes) == 2, (tagged, ray_nodes)
@@ -367,3 +370,82 @@ def test_preflight_fault_is_one_line(stack, tmp_path, fault):
     if exp is not None:
         assert not client.search_runs([exp.experiment_id],
                                       filter_string=f"tags.`mona.search_name` = '{name}'")
+
+
+# ---------------------------------------------------------------- a lost node (keep this last)
+def test_node_b_lost_mid_trial_search_completes(stack, tmp_path, monkeypatch):
+    """Node B is lost (its raylet, agents and workers SIGKILLed) while a trial runs there: the
+    trial continues from its checkpoint on the head, in the same MLflow run, and the search
+    completes and names the lost node. Node B stays dead: this must be the module's LAST test
+    (the others need both nodes)."""
+    for k, v in stack.s3_env.items():
+        monkeypatch.setenv(k, v)
+    storage = f"s3://{BUCKET}/searches"
+    env = stack.env(tmp_path / "home", **stack.s3_env)
+    node_b_proc = stack.ray.procs[1]
+    alive = {n: i for n, i in stack.ray.nodes().items() if i["state"] == "ALIVE"}
+    assert len(alive) == 2, alive
+    (head,) = [n for n, i in alive.items() if i["is_head"]]
+    (node_b,) = [n for n, i in alive.items() if not i["is_head"]]
+    # every trial that reaches stage-2 epoch 2 (its epoch-1 checkpoint reported) writes its
+    # process id and waits for `go`: node B's trial is killed there, and no trial finishes
+    # before Ray has marked node B dead
+    arrived, go = tmp_path / "arrived", tmp_path / "go"
+    faults = stack.spaces / "faults.json"
+    faults.write_text(json.dumps([
+        {"at": [2, 2], "kind": "touch", "path": str(arrived / "{pid}")},
+        {"at": [2, 2], "kind": "pause", "until": str(go)}]))
+    log_path = tmp_path / "driver.log"
+    args = _search(stack, "--space", str(stack.spaces / "tiny.yaml"), "--name", "lost-node",
+                   "--storage", storage, "--seed", "3")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 240
+        paused: list[int] = []
+        while not paused:
+            assert proc.poll() is None, log_path.read_text()[-4000:]
+            assert time.time() < deadline, "no trial paused on node B:\n" \
+                + log_path.read_text()[-3000:]
+            time.sleep(0.2)
+            on_b = set(services._session_pids(node_b_proc.pid))
+            paused = [int(p.name) for p in arrived.glob("*") if int(p.name) in on_b]
+        killed = services.kill_session(node_b_proc)
+        assert paused[0] in killed
+        # the head's trials stay paused until Ray has noticed (its health checks of node B's
+        # raylet fail), so the search cannot end before the node is dead
+        services.wait_for(lambda: stack.ray.nodes()[node_b]["state"] == "DEAD", 120,
+                          "Ray marking node B dead")
+        go.touch()
+        proc.wait(timeout=300)
+    finally:
+        go.touch()
+        faults.write_text("[]")
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = log_path.read_text()
+    assert proc.returncode == 0, out[-4000:]
+
+    _check_search(stack, "lost-node", 4, tmp_path)
+    parent, children = _children(stack.mlflow.url, "lost-node")
+    client = mr.get_client(stack.mlflow.url)
+    last_epoch = 1 + 2  # TINY: 1 stage-1 epoch (warmup_epochs), 2 stage-2 epochs
+    for c in children:  # no epoch lost, none logged twice
+        for key in ("global_epoch", "train_loss"):
+            steps = [m.step for m in client.get_metric_history(c.info.run_id, key)]
+            assert steps == list(range(1, last_epoch + 1)), (key, steps, c.data.tags)
+        assert c.data.tags["mona.node_id"] == head  # node B's trial too
+    (lost,) = [c for c in children if node_b in c.data.tags.get("mona.node_ids", "")]
+    assert lost.data.tags["mona.node_ids"].split(",")[0] == node_b
+    assert lost.data.tags["mona.restored_from_global_epoch"] == "2"
+    assert lost.data.tags["mona.attempts"] == "2"
+    assert lost.info.status == "FINISHED"
+    assert node_b in parent.data.tags["mona.lost_nodes"]
+    trial = lost.data.tags["ray_trial_id"]
+    line = [x for x in out.splitlines() if x.startswith("lost node ")]
+    assert len(line) == 1 and f"({node_b})" in line[0], out[-3000:]
+    assert f"{trial} was running there and continued on " in line[0]
+    assert f" ({head[:8]}) from its checkpoint at global epoch 2 (completed)" in line[0]
+    keys = [o["Key"] for o in _objects("searches/lost-node/")]
+    assert any(f"/trial_{trial}/checkpoint_" in k for k in keys)

@@ -121,3 +121,79 @@ def test_cache_files_travel_between_node_caches(tmp_path, monkeypatch):
     assert (tmp_path / "b" / "data" / "k2" / "a.mat").read_bytes() == b"x" * 10
     assert install_files(files) == 0  # complete: nothing written again
     assert not list((tmp_path / "b").rglob("*.part"))
+
+
+# ---------------------------------------------------------------- a node lost during a search
+def test_lost_nodes_are_those_alive_at_the_start_and_not_at_the_end(monkeypatch):
+    import ray
+
+    start = [cluster.Node("a" * 56, "10.0.0.1", 1, 0), cluster.Node("b" * 56, "10.0.0.2", 1, 0),
+             cluster.Node("c" * 56, "10.0.0.3", 1, 0)]
+    monkeypatch.setattr(ray, "nodes", lambda: [
+        {"NodeID": "a" * 56, "Alive": True}, {"NodeID": "b" * 56, "Alive": False},
+        {"NodeID": "d" * 56, "Alive": True}])  # c: gone from the table; d: joined later
+    assert cluster.lost_nodes(start) == start[1:]
+
+
+def _child(trial, node, ip, ran_on=None, restored=None, outcome="completed"):
+    from types import SimpleNamespace
+
+    from mona_tune.tracking import mlflow_runs as mr
+
+    tags = {mr.TAG_TRIAL_ID: trial, mr.TAG_NODE_ID: node, mr.TAG_NODE_IP: ip,
+            mr.TAG_OUTCOME: outcome}
+    if ran_on:
+        tags["mona.node_ids"] = ",".join(ran_on)
+    if restored is not None:
+        tags["mona.restored_from_global_epoch"] = str(restored)
+    return SimpleNamespace(data=SimpleNamespace(tags=tags))
+
+
+def test_the_summary_names_a_lost_node_and_what_became_of_its_trials(monkeypatch):
+    from mona_tune.config import SearchConfig
+    from mona_tune.search import summary
+    from mona_tune.search.driver import SearchOutcome
+    from mona_tune.tracking import mlflow_runs as mr
+
+    head, b, c = "h" * 56, "b" * 56, "c" * 56
+    children = [
+        _child("t1", head, "10.0.0.1", [head]),
+        _child("t2", head, "10.0.0.1", [b, head], restored=2),  # continued from a checkpoint
+        _child("t3", head, "10.0.0.1", [head, b, head]),  # lost before its first checkpoint
+        _child("t4", b, "10.0.0.2", [b]),  # completed there before the node was lost
+        _child("t5", head, "10.0.0.1"),  # a run from before mona.node_ids
+    ]
+    monkeypatch.setattr(mr, "child_runs", lambda *a: children)
+    lost = summary.lost_node_trials("uri", "1", "parent", [cluster.Node(b, "10.0.0.2", 1, 0),
+                                                           cluster.Node(c, "10.0.0.3", 1, 0)])
+    assert set(lost[b]["trials"]) == {"t2", "t3", "t4"} and lost[c]["trials"] == {}
+    o = SearchOutcome(name="s", experiment_path="/x/s", parent_run_id="parent",
+                      metric="val_rel_l2", mode="min", lost_nodes=lost)
+    lines: list[str] = []
+    scfg = SearchConfig(name="s", storage="/x", space_file="s.yaml", tracking_uri="sqlite:///m.db")
+    summary.print_summary(o, scfg, "rel_l2", {}, lines.append)
+    named = [x for x in lines if x.startswith("lost node ")]
+    assert named[0] == (
+        f"lost node 10.0.0.2 ({b}): alive when the search started, dead at its end; "
+        "t2 was running there and continued on 10.0.0.1 (hhhhhhhh) from its checkpoint at "
+        "global epoch 2 (completed); t3 was running there and continued on 10.0.0.1 (hhhhhhhh) "
+        "from scratch (completed); t4 ran there (completed)")
+    assert named[1] == f"lost node 10.0.0.3 ({c}): alive when the search started, dead at its " \
+                       "end; no trial ran there"
+
+
+def test_a_trial_keeps_every_node_its_attempts_ran_on(monkeypatch):
+    from types import SimpleNamespace
+
+    from mona_tune.search import trial
+    from mona_tune.tracking import mlflow_runs as mr
+
+    tags: dict = {}
+    client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(
+        data=SimpleNamespace(tags=dict(tags))))
+    monkeypatch.setattr(mr, "get_client", lambda uri: client)
+    for node, expected in (("b", "b"), ("h", "b,h"), ("h", "b,h"), ("b", "b,h")):
+        got = trial._node_history("uri", "run", {mr.TAG_NODE_ID: node, mr.TAG_NODE_IP: "ip"})
+        assert got == {trial.TAG_NODE_IDS: expected}
+        tags.update(got)
+    assert trial._node_history("uri", "run", {mr.TAG_NODE_IP: "ip"}) == {}

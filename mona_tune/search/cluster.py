@@ -232,6 +232,16 @@ def alive_nodes() -> list[Node]:
     return out
 
 
+def lost_nodes(before: list[Node]) -> list[Node]:
+    """The nodes of ``before`` (alive when the search started) that Ray no longer lists as alive:
+    dead (a killed raylet, a lost machine; Ray marks a node dead once its health checks fail) or
+    gone from its node table."""
+    import ray
+
+    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    return [n for n in before if n.node_id not in alive]
+
+
 def pinned(fn, node: Node, **options):
     """``fn`` as a Ray task that runs on ``node`` only (never elsewhere, never queued for a node
     that cannot hold it: callers size ``num_cpus`` from the node's own resources)."""

@@ -64,6 +64,9 @@ class SearchOutcome:
     searcher_trials: int | None = None  # trials in the Optuna study at the end
     embedder_location: str | None = None
     nodes: dict = field(default_factory=dict)  # 'IP (node id)' -> trials that ran there
+    # node id -> its IP and the trials that ran there, of the nodes alive at the start and dead
+    # at the end (summary.lost_node_trials)
+    lost_nodes: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the search's own file
@@ -517,6 +520,14 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
                     say(f"note: could not register the best embedder: {e}")
         counts = {o: sum(1 for v in outcome.outcomes.values() if v == o) for o in mr.OUTCOMES}
         outcome.nodes = _trials_per_node(scfg.tracking_uri, experiment_id, parent_run_id)
+        lost_nodes = cluster.lost_nodes(nodes)  # alive at the start (preflight), dead now
+        if lost_nodes:
+            from mona_tune.search.summary import lost_node_trials
+
+            outcome.lost_nodes = lost_node_trials(scfg.tracking_uri, experiment_id,
+                                                  parent_run_id, lost_nodes)
+            mr.set_tags(scfg.tracking_uri, parent_run_id, {"mona.lost_nodes": ", ".join(
+                f"{n.ip} ({n.node_id})" for n in lost_nodes)})
         mr.log_metrics(scfg.tracking_uri, parent_run_id,
                        {f"trials_{k}": v for k, v in counts.items()}, step=0)
 

@@ -84,6 +84,43 @@ def ui_command(tracking_uri: str) -> str:
     return f"open {mr.redact(tracking_uri)} (the tracking server's own UI)"
 
 
+def lost_node_trials(tracking_uri: str, experiment_id: str, parent_run_id: str,
+                     lost: list) -> dict:
+    """node id -> {"ip", "trials": trial id -> {"outcome", "now_on", "restored_from"}} for each
+    lost node (``cluster.Node``): the trials an attempt of which ran there (``mona.node_ids``),
+    where their latest attempt ran and the global epoch it continued from (None: from scratch)."""
+    from mona_tune.search.trial import TAG_NODE_IDS
+
+    out = {n.node_id: {"ip": n.ip, "trials": {}} for n in lost}
+    for run in mr.child_runs(tracking_uri, experiment_id, parent_run_id):
+        tags = run.data.tags
+        ran_on = [x for x in tags.get(TAG_NODE_IDS, "").split(",") if x] \
+            or [tags.get(mr.TAG_NODE_ID)]
+        latest = tags.get(mr.TAG_NODE_ID)
+        for node_id in set(ran_on) & out.keys():
+            out[node_id]["trials"][tags.get(mr.TAG_TRIAL_ID)] = {
+                "outcome": tags.get(mr.TAG_OUTCOME),
+                "now_on": None if latest == node_id or not latest
+                else f"{tags.get(mr.TAG_NODE_IP)} ({latest[:8]})",
+                "restored_from": tags.get("mona.restored_from_global_epoch"),
+            }
+    return out
+
+
+def _lost_node_line(node_id: str, info: dict) -> str:
+    parts = []
+    for trial, t in sorted(info["trials"].items()):
+        if t["now_on"] is None:  # its latest attempt ran there, before the node was lost
+            parts.append(f"{trial} ran there ({t['outcome'] or 'no outcome'})")
+        else:
+            parts.append(f"{trial} was running there and continued on {t['now_on']} "
+                         + (f"from its checkpoint at global epoch {t['restored_from']}"
+                            if t["restored_from"] is not None else "from scratch")
+                         + f" ({t['outcome'] or 'no outcome'})")
+    return (f"lost node {info['ip']} ({node_id}): alive when the search started, dead at its end; "
+            + ("; ".join(parts) if parts else "no trial ran there"))
+
+
 def print_summary(o: SearchOutcome, scfg: SearchConfig, metric_name: str, counts: dict,
                   say) -> None:
     say("")
@@ -117,6 +154,8 @@ def print_summary(o: SearchOutcome, scfg: SearchConfig, metric_name: str, counts
     if o.nodes:
         say(f"trials ran on {len(o.nodes)} node{'s' if len(o.nodes) > 1 else ''}: "
             + ", ".join(f"{k} ({v})" for k, v in sorted(o.nodes.items())))
+    for node_id, info in sorted(o.lost_nodes.items()):
+        say(_lost_node_line(node_id, info))
     say(f"validation curves: {o.curves_png}")
     say(f"MLflow UI: {ui_command(scfg.tracking_uri)}")
     t = o.timings

@@ -33,6 +33,7 @@ from mona_tune.tracking import mlflow_runs as mr
 logger = logging.getLogger(__name__)
 
 TRIAL_STATE = "mona_trial.json"
+TAG_NODE_IDS = "mona.node_ids"  # every node the trial's attempts ran on, in order
 TRAINER_DIR = "trainer"
 # numbers in the trainer's final dict that are settings, not results
 _NOT_METRICS = frozenset({"stage1_epochs", "epochs", "seed"})
@@ -304,6 +305,18 @@ class _TrialRun:
             logger.debug("could not tag a failed trial", exc_info=True)
 
 
+def _node_history(tracking_uri: str, run_id: str, node_tags: dict) -> dict:
+    """``mona.node_ids``: every node an attempt of the trial ran on, the first attempt's first
+    (``mona.node_id`` names the latest attempt's only); the search names the trials of a lost
+    node by it."""
+    node_id = node_tags.get(mr.TAG_NODE_ID)
+    if not node_id:
+        return {}
+    run = mr.retrying(mr.get_client(tracking_uri).get_run, run_id)
+    seen = [n for n in run.data.tags.get(TAG_NODE_IDS, "").split(",") if n]
+    return {TAG_NODE_IDS: ",".join(seen if node_id in seen else [*seen, node_id])}
+
+
 def run_trial(config: dict, settings: TrialSettings) -> None:
     """The Ray Tune function trainable (wrapped with ``tune.with_parameters``): the trial's
     identity, node and checkpoint from Tune and Ray, then :func:`train_trial`."""
@@ -340,7 +353,8 @@ def train_trial(config: dict, settings: TrialSettings, *, trial_id: str, trial_n
 
     run = _TrialRun(settings, cfg, trial_id, trial_name)
     if node_tags:
-        mr.set_tags(settings.tracking_uri, run.run_id, node_tags)
+        mr.set_tags(settings.tracking_uri, run.run_id,
+                    {**node_tags, **_node_history(settings.tracking_uri, run.run_id, node_tags)})
     if run.child.outcome == "completed":
         # completed in an earlier attempt whose result Tune did not record (the driver died
         # between the two): report that result again instead of training again
