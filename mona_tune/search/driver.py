@@ -186,6 +186,7 @@ def build_tuner(scfg: SearchConfig, param_space: dict, settings: TrialSettings, 
         ),
         failure_config=tune.FailureConfig(max_failures=scfg.max_failures),
         progress_reporter=_reporter(metric, mode, searched, scfg.num_samples),
+        callbacks=[interrupt.StopWhenStorageFull()],
         verbose=scfg.verbose,
     )
     return tune.Tuner(_trainable(settings, scfg.cpus_per_trial, scfg.gpus_per_trial),
@@ -453,9 +454,18 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
                 "experiment directory)")
         t0 = time.time()
         # SIGINT/SIGTERM: the trials stop, Tune saves its state, SearchInterrupted names the resume
-        with interrupt.graceful_stop(interrupt.resume_command(scfg.name, scfg.storage,
-                                                              scfg.address)):
-            results = tuner.fit()
+        resume_cmd = interrupt.resume_command(scfg.name, scfg.storage, scfg.address)
+        try:
+            with interrupt.storage_watch(None if storage.is_uri(exp_path) else exp_path), \
+                    interrupt.graceful_stop(resume_cmd):
+                results = tuner.fit()
+        except Exception:  # reading the results back from a full storage may fail too
+            if interrupt.storage_full() is None:
+                raise
+        full = interrupt.storage_full()
+        if full:
+            raise MonaError(f"the storage {exp_path} is full: {full[0]} ({full[1]}); the search "
+                            f"stopped. Free space there, then continue with: {resume_cmd}")
         timings["trials_s"] = time.time() - t0
         n_study = _searcher_trials(tuner)
         if resume and n_study is not None:
