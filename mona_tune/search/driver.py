@@ -288,11 +288,11 @@ def reconcile_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, ro
             mr.end_run(tracking_uri, run_id, status)
     for trial_id, run in by_trial.items():
         # A trial started after Tune's last experiment snapshot of an interrupted driver: the
-        # resumed search does not know it and samples it again under another id (the searcher's
-        # state is restored from the same snapshot). Tune snapshots after adding each trial
-        # (search/resumable.py), so only a driver killed within that step leaves one. Its run is
-        # deleted (restorable) so that the store holds one run per trial of the search, and
-        # named in the parent run's tags and in the summary.
+        # resumed search does not know it and runs it again under another id (with its config
+        # where the Optuna study held it: search/resumable.py). Tune snapshots after adding each
+        # trial, so only a driver killed within that step, or a snapshot whose upload mixed two
+        # moments, leaves one. Its run is deleted (restorable) so that the store holds one run
+        # per trial of the search, and named in the parent run's tags and in the summary.
         mr.set_tags(tracking_uri, run.info.run_id, {
             mr.TAG_OUTCOME: "lost",
             mr.TAG_OUTCOME_DETAIL: "started before the driver was interrupted, after Tune's last "

@@ -130,8 +130,8 @@ def print_summary(o: SearchOutcome, scfg: SearchConfig, metric_name: str, counts
         say(f"  {o.outcomes.get(trial)} {trial}: {detail}")
     for trial, run in sorted(o.lost_runs.items()):
         say(f"  lost trial {trial}: started just before the driver was interrupted, after Tune's "
-            f"last snapshot, and run again under another id; its MLflow run {run} was deleted "
-            "(restorable)")
+            f"last snapshot, and run again under another id (with the same hyperparameters, "
+            f"where the Optuna study held them); its MLflow run {run} was deleted (restorable)")
     if o.best_trial_id is None:
         say("no trial reported a validation metric; see the errors above and "
             f"{o.experiment_path}")
