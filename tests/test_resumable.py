@@ -12,7 +12,9 @@ is held at two moments by files its trials wait on, never by the clock:
   start and its first report); trial 4 has reported step 1.
 
 Each case resumes from a copy of the experiment folder whose three files come from E or F, as a
-driver killed between two uploads leaves them, and checks that the search ends exact.
+driver killed between two uploads leaves them, and checks that the search ends exact. The same
+for seeded random search (``search/resumable.py``'s ``ResumableRandom``), whose state is two files:
+the trial list and the generator's.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts Ray in this process
+
 STEPS = 3
 N = 4
-STATE_FILES = {"exp": "experiment_state-*.json", "gen": "search_gen_state-*.json",
-               "pkl": "searcher-state-*.pkl"}
+STATE_FILES = {  # per searcher: the trial list, the generator's state, the study
+    "optuna": {"exp": "experiment_state-*.json", "gen": "search_gen_state-*.json",
+               "pkl": "searcher-state-*.pkl"},
+    "random": {"exp": "experiment_state-*.json", "gen": "basic-variant-state-*.json"},
+}
 
 
 def _score(x: float, step: int) -> float:
@@ -80,12 +87,13 @@ def _newest(folder: Path, pattern: str) -> Path | None:
     return found[-1] if found else None
 
 
-def _snapshot(exp: Path) -> dict | None:
-    """What the storage's newest files say: trial id -> (status, last step), the generator's
-    count and the trials Optuna holds; None while a file is missing or being written."""
+def _snapshot(exp: Path, kind: str) -> dict | None:
+    """What the storage's newest files say: trial id -> (status, last step), the trials the
+    generator created and (Optuna) the trials the study holds; None while a file is missing or
+    being written."""
     import pickle
 
-    paths = {k: _newest(exp, p) for k, p in STATE_FILES.items()}
+    paths = {k: _newest(exp, p) for k, p in STATE_FILES[kind].items()}
     if None in paths.values():
         return None
     try:
@@ -97,11 +105,12 @@ def _snapshot(exp: Path) -> dict | None:
                 else m["last_result"]
             trials[t["trial_id"]] = (t["status"], (last or {}).get("step"))
         gen = pickle.loads(paths["gen"].read_bytes())  # a pickle, despite its name
-        optuna_state = pickle.loads(paths["pkl"].read_bytes())
+        if kind == "random":
+            return {"trials": trials, "counter": gen["_iterators"][0].counter, "study": 0}
+        study = pickle.loads(paths["pkl"].read_bytes())["_ot_trials"]
     except (OSError, ValueError, EOFError, pickle.UnpicklingError, KeyError):
         return None
-    return {"trials": trials, "counter": gen["counter"],
-            "optuna": set(optuna_state["_ot_trials"])}
+    return {"trials": trials, "counter": gen["counter"], "study": len(study)}
 
 
 def _wait(check, what: str, timeout: float = 120):
@@ -118,8 +127,8 @@ def _slots(gate: Path) -> dict[str, int]:
     return {p.read_text(): int(p.name.split("-")[1]) for p in gate.glob("slot-*")}
 
 
-@pytest.fixture(scope="module")
-def states(tmp_path_factory):
+@pytest.fixture(scope="module", params=["optuna", "random"])
+def states(request, tmp_path_factory):
     """Run the search once, copying its experiment folder at E and at F; yields
     (the folder copies, trial id -> slot, trial id -> x, the finished run's scores)."""
     import ray
@@ -129,7 +138,8 @@ def states(tmp_path_factory):
     from mona_tune.search import driver
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    base = tmp_path_factory.mktemp("resumable")
+    kind = request.param
+    base = tmp_path_factory.mktemp(f"resumable-{kind}")
     gate, storage = base / "gate", base / "runs"
     gate.mkdir()
     for hold in ("hold-0-2", "hold-1-2", "hold-2-1", "hold-3-2"):
@@ -141,7 +151,7 @@ def states(tmp_path_factory):
     session_dir = ray.init(num_cpus=2, include_dashboard=False,
                            logging_level="WARNING").address_info["session_dir"]
     scfg = SearchConfig(space_file="-", name="mixed", storage=str(storage), tracking_uri="-",
-                        num_samples=N, max_concurrent=2, seed=3,
+                        num_samples=N, max_concurrent=2, seed=3, search=kind,
                         scheduler=SchedulerSpec(kind="fifo"))
     exp = storage / "mixed"
     copies: dict[str, Path] = {}
@@ -161,8 +171,9 @@ def states(tmp_path_factory):
 
     def choreography():
         def at_e():
-            s = _snapshot(exp)
-            return s and len(s["trials"]) == 2 and s["counter"] == 2 and len(s["optuna"]) == 2 \
+            s = _snapshot(exp, kind)
+            return s and len(s["trials"]) == 2 and s["counter"] == 2 \
+                and s["study"] == (2 if kind == "optuna" else 0) \
                 and all(step == 1 for _, step in s["trials"].values())
 
         _wait(at_e, "E")
@@ -172,10 +183,10 @@ def states(tmp_path_factory):
             (gate / f"hold-{k}-2").unlink()
 
         def at_f():
-            s = _snapshot(exp)
+            s = _snapshot(exp, kind)
             slots = _slots(gate)
-            if not s or len(s["trials"]) != 4 or s["counter"] != 4 or len(s["optuna"]) != 4 \
-                    or len(slots) != 4:
+            if not s or len(s["trials"]) != 4 or s["counter"] != 4 or len(slots) != 4 \
+                    or s["study"] != (4 if kind == "optuna" else 0):
                 return False
             by_slot = {slots[t]: v for t, v in s["trials"].items() if t in slots}
             return (by_slot.get(0) == ("TERMINATED", 3) and by_slot.get(1) == ("TERMINATED", 3)
@@ -197,7 +208,7 @@ def states(tmp_path_factory):
         xs = {r.metrics["trial_id"]: r.config["x"] for r in full}
         assert len(xs) == N and not any(r.error for r in full)
         yield {"copies": copies, "slots": slots, "x": xs, "build": build, "exp": exp,
-               "session_dir": session_dir}
+               "session_dir": session_dir, "kind": kind}
     finally:
         for hold in gate.glob("hold-*"):
             hold.unlink()
@@ -212,10 +223,13 @@ def _mixed(states, exp_from: str, gen_from: str, pkl_from: str) -> Path:
     target = states["exp"]
     shutil.rmtree(target)
     shutil.copytree(states["copies"][exp_from], target)
+    files = STATE_FILES[states["kind"]]
     for key, source in (("gen", gen_from), ("pkl", pkl_from)):
-        for f in target.glob(STATE_FILES[key]):
+        if key not in files:
+            continue
+        for f in target.glob(files[key]):
             f.unlink()
-        src = _newest(states["copies"][source], STATE_FILES[key])
+        src = _newest(states["copies"][source], files[key])
         shutil.copy2(src, target / src.name)
     for staging in Path(states["session_dir"], "artifacts").glob(f"*/{target.name}"):
         shutil.rmtree(staging)
@@ -242,6 +256,8 @@ def test_resume_from_mixed_snapshots_is_exact(states, case):
     from mona_tune.search import driver
 
     exp_from, gen_from, pkl_from = CASES[case]
+    if states["kind"] == "random" and gen_from != pkl_from:
+        pytest.skip("random search keeps no study")
     path = _mixed(states, exp_from, gen_from, pkl_from)
     tuner = states["build"](path)
     results = tuner.fit()
@@ -260,6 +276,10 @@ def test_resume_from_mixed_snapshots_is_exact(states, case):
     # the configs of the first run's four trials all ran: a lost trial runs again with its own
     assert sorted(x for x, _ in finals.values()) == pytest.approx(sorted(states["x"].values()))
 
+    if states["kind"] == "random":
+        # the search's fixed list of (id, config): the same trials as the uninterrupted run
+        assert {t: x for t, (x, _) in finals.items()} == pytest.approx(states["x"])
+        return
     # Optuna learnt every trial once, with its config and final score
     study = driver._base_searcher(tuner)._ot_study
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))

@@ -114,9 +114,9 @@ def _trials_per_node(tracking_uri: str, experiment_id: str, parent_run_id: str) 
 # ---------------------------------------------------------------- the Tuner
 def _searcher(scfg: SearchConfig, metric: str, mode: str):
     if scfg.search == "random":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
+        from mona_tune.search.resumable import ResumableRandom
 
-        return BasicVariantGenerator(max_concurrent=scfg.max_concurrent, random_state=scfg.seed)
+        return ResumableRandom(max_concurrent=scfg.max_concurrent, random_state=scfg.seed)
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 

@@ -34,6 +34,7 @@ The classes are pickled with the Tuner (``tuner.pkl``) and found again by this m
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ from pathlib import Path
 
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import flatten_dict
 
@@ -111,7 +112,7 @@ def tell_searcher(tune_controller, trial) -> None:
     restored the search algorithm and before it asks for a new trial. An error here would make
     Tune give up the restore and start the experiment afresh, so it is logged instead."""
     alg = getattr(tune_controller, "search_alg", None)
-    if isinstance(alg, ResumableSearch):
+    if isinstance(alg, (ResumableSearch, ResumableRandom)):
         try:
             alg.on_trial_add(trial)
         except Exception:
@@ -293,4 +294,73 @@ class ResumableSearch(SearchGenerator):
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         self.reconcile()
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class ResumableRandom(BasicVariantGenerator):
+    """Seeded random sampling whose restored state agrees with the trials Tune restored.
+
+    Its trials are numbered (``<prefix>_00000``, ``_00001``, ...) and drawn in order from a seeded
+    generator, so the search is a fixed list of (id, config). A copy of the generator as it was
+    before the first trial is kept in its state; on resume the list is drawn again from that copy
+    and the trials Tune restored are skipped: whichever moment the generator's file came from, the
+    trials Tune lacks run with their own ids and configs, and none runs twice."""
+
+    _SKIP = ("_trial_generator", "_trial_iter", "_pristine", "_restored", "_reconcile_pending",
+             "_created")
+
+    def add_configurations(self, experiments) -> None:
+        super().add_configurations(experiments)
+        self._pristine = copy.deepcopy(
+            {k: v for k, v in self.__dict__.items() if k not in self._SKIP})
+
+    def get_state(self):
+        state = super().get_state()
+        if state:
+            for k in ("_restored", "_reconcile_pending", "_created"):
+                state.pop(k, None)
+        return state
+
+    def on_trial_add(self, trial) -> None:
+        if trial.trial_id in self.__dict__.get("_created", ()):
+            return
+        restored = self.__dict__.setdefault("_restored", {})
+        from ray.tune.experiment import Trial
+
+        restored[trial.trial_id] = trial.status == Trial.TERMINATED
+        self._reconcile_pending = True
+
+    def reconcile(self) -> None:
+        if not getattr(self, "_reconcile_pending", False):
+            return
+        self._reconcile_pending = False
+        pristine = getattr(self, "_pristine", None)
+        if pristine is None:
+            logger.warning("random search: no state from before the first trial; the trials "
+                           "after the restored ones are drawn from the restored state")
+            return
+        restored = self._restored
+        self.set_state({**copy.deepcopy(pristine), "_pristine": pristine})
+        self._restored = restored
+        self._live_trials = {t for t, done in restored.items() if not done}
+
+    def next_trial(self):
+        self.reconcile()
+        restored = self.__dict__.get("_restored", {})
+        while True:
+            trial = super().next_trial()
+            if trial is None or trial.trial_id not in restored:
+                if trial is not None:
+                    self.__dict__.setdefault("_created", set()).add(trial.trial_id)
+                return trial
+            # drawn again, and Tune has it: skip it; it counts as live only while it runs
+            if restored[trial.trial_id]:
+                self._live_trials.discard(trial.trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        self.reconcile()
+        restored = self.__dict__.get("_restored", {})
+        if trial_id in restored:  # a restored trial may end before the list reaches it again
+            restored[trial_id] = True
         super().on_trial_complete(trial_id, result=result, error=error)
