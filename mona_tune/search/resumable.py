@@ -40,6 +40,7 @@ import logging
 import math
 from pathlib import Path
 
+from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGenerator
@@ -112,7 +113,7 @@ def tell_searcher(tune_controller, trial) -> None:
     restored the search algorithm and before it asks for a new trial. An error here would make
     Tune give up the restore and start the experiment afresh, so it is logged instead."""
     alg = getattr(tune_controller, "search_alg", None)
-    if isinstance(alg, (ResumableSearch, ResumableRandom)):
+    if isinstance(alg, _RestoredTrials):
         try:
             alg.on_trial_add(trial)
         except Exception:
@@ -217,14 +218,13 @@ class OnceOptunaSearch(OptunaSearch):
             seen[trial_id] = step
 
 
-class ResumableSearch(SearchGenerator):
-    """Tune's search generator, reconciled with the trials Tune restored (see the module's
-    docstring). Tune passes each trial it adds through :func:`tell_searcher`; the trials this
-    generator did not create in this process are the restored ones."""
+class _RestoredTrials:
+    """What a resumable search algorithm knows of the trials Tune added: those this process
+    created and those Tune restored (and whether each has finished). Tune passes each trial it
+    adds through :func:`tell_searcher`. Never part of a saved state: a resumed driver rebuilds it
+    from the trials Tune adds."""
 
-    def __init__(self, searcher):
-        super().__init__(searcher)
-        self._init_reconcile()
+    _BOOKKEEPING = ("_created", "_restored", "_reconcile_pending")
 
     def _init_reconcile(self) -> None:
         self._created: set[str] = set()  # trials created by this process
@@ -233,6 +233,26 @@ class ResumableSearch(SearchGenerator):
 
     def __setstate__(self, state: dict) -> None:  # unpickled from tuner.pkl
         self.__dict__.update(state)
+        self._init_reconcile()
+
+    def _note_restored(self, trial) -> bool | None:
+        """None for a trial this process created; else records it as restored and returns
+        whether it has finished."""
+        if trial.trial_id in self._created:
+            return None
+        finished = trial.status == Trial.TERMINATED
+        self._restored[trial.trial_id] = finished
+        self._reconcile_pending = True
+        return finished
+
+
+class ResumableSearch(_RestoredTrials, SearchGenerator):
+    """Tune's search generator, reconciled with the trials Tune restored (see the module's
+    docstring); the trials this generator did not create in this process are the restored
+    ones."""
+
+    def __init__(self, searcher):
+        super().__init__(searcher)
         self._init_reconcile()
 
     def _chain(self) -> tuple[ConcurrencyLimiter | None, OptunaSearch | None]:
@@ -251,13 +271,9 @@ class ResumableSearch(SearchGenerator):
         return trial
 
     def on_trial_add(self, trial) -> None:
-        if trial.trial_id in self._created:
+        finished = self._note_restored(trial)
+        if finished is None:
             return
-        from ray.tune.experiment import Trial
-
-        finished = trial.status == Trial.TERMINATED
-        self._restored[trial.trial_id] = finished
-        self._reconcile_pending = True
         limiter, optuna_search = self._chain()
         if optuna_search is not None:
             optuna_search.adopt(trial.trial_id, trial.config, trial.last_result, finished)
@@ -297,7 +313,7 @@ class ResumableSearch(SearchGenerator):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-class ResumableRandom(BasicVariantGenerator):
+class ResumableRandom(_RestoredTrials, BasicVariantGenerator):
     """Seeded random sampling whose restored state agrees with the trials Tune restored.
 
     Its trials are numbered (``<prefix>_00000``, ``_00001``, ...) and drawn in order from a seeded
@@ -306,32 +322,30 @@ class ResumableRandom(BasicVariantGenerator):
     and the trials Tune restored are skipped: whichever moment the generator's file came from, the
     trials Tune lacks run with their own ids and configs, and none runs twice."""
 
-    _SKIP = ("_trial_generator", "_trial_iter", "_pristine", "_restored", "_reconcile_pending",
-             "_created")
+    _NOT_PRISTINE = ("_trial_generator", "_trial_iter", "_pristine",
+                     *_RestoredTrials._BOOKKEEPING)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_reconcile()
 
     def add_configurations(self, experiments) -> None:
         super().add_configurations(experiments)
         self._pristine = copy.deepcopy(
-            {k: v for k, v in self.__dict__.items() if k not in self._SKIP})
+            {k: v for k, v in self.__dict__.items() if k not in self._NOT_PRISTINE})
 
     def get_state(self):
         state = super().get_state()
         if state:
-            for k in ("_restored", "_reconcile_pending", "_created"):
-                state.pop(k, None)
+            for k in self._BOOKKEEPING:
+                del state[k]
         return state
 
     def on_trial_add(self, trial) -> None:
-        if trial.trial_id in self.__dict__.get("_created", ()):
-            return
-        restored = self.__dict__.setdefault("_restored", {})
-        from ray.tune.experiment import Trial
-
-        restored[trial.trial_id] = trial.status == Trial.TERMINATED
-        self._reconcile_pending = True
+        self._note_restored(trial)
 
     def reconcile(self) -> None:
-        if not getattr(self, "_reconcile_pending", False):
+        if not self._reconcile_pending:
             return
         self._reconcile_pending = False
         pristine = getattr(self, "_pristine", None)
@@ -339,28 +353,24 @@ class ResumableRandom(BasicVariantGenerator):
             logger.warning("random search: no state from before the first trial; the trials "
                            "after the restored ones are drawn from the restored state")
             return
-        restored = self._restored
-        self.set_state({**copy.deepcopy(pristine), "_pristine": pristine})
-        self._restored = restored
-        self._live_trials = {t for t, done in restored.items() if not done}
+        self.set_state({**copy.deepcopy(pristine), "_pristine": pristine})  # keeps _restored
+        self._live_trials = {t for t, done in self._restored.items() if not done}
 
     def next_trial(self):
         self.reconcile()
-        restored = self.__dict__.get("_restored", {})
         while True:
             trial = super().next_trial()
-            if trial is None or trial.trial_id not in restored:
+            if trial is None or trial.trial_id not in self._restored:
                 if trial is not None:
-                    self.__dict__.setdefault("_created", set()).add(trial.trial_id)
+                    self._created.add(trial.trial_id)
                 return trial
             # drawn again, and Tune has it: skip it; it counts as live only while it runs
-            if restored[trial.trial_id]:
+            if self._restored[trial.trial_id]:
                 self._live_trials.discard(trial.trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         self.reconcile()
-        restored = self.__dict__.get("_restored", {})
-        if trial_id in restored:  # a restored trial may end before the list reaches it again
-            restored[trial_id] = True
+        if trial_id in self._restored:  # a restored trial may end before the list reaches it
+            self._restored[trial_id] = True
         super().on_trial_complete(trial_id, result=result, error=error)
