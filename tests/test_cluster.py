@@ -55,8 +55,8 @@ searched:
   warmup_epochs: {{randint: [1, 3]}}
 fixed:
   epochs: {EPOCHS}
-  batch_size: 4       # epochs long enough that the driver is killed mid-search
-  n_train: 100
+  batch_size: 16      # the pause fault, not long epochs, holds the moment of the kill
+  n_train: 40
   n_test: 16
   resolution: 29
   device: cpu

@@ -6,6 +6,7 @@ defaults that need a running search (loopback servers, the dashboard's token, pl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -34,9 +35,9 @@ searched:
   lam: {uniform: [0.0, 1.0]}
 fixed:
   warmup_epochs: 1
-  epochs: 4
-  batch_size: 8      # epochs slow enough that the signal comes mid-search
-  n_train: 60
+  epochs: 3
+  batch_size: 16
+  n_train: 40
   n_test: 16
   resolution: 29
   device: cpu
@@ -106,6 +107,9 @@ def test_search_on_a_tracking_server_sigterm_then_the_printed_resume(tmp_path):
     exp = tmp_path / "runs" / "sig"
     logs = {name: tmp_path / f"{name}.log" for name in ("out", "err", "resumed")}
     secret_env = {k: v for k, v in SECRETS.items() if k != "uri"}
+    # a trial waits at stage-2 epoch 2 until `go` exists, so the signal always falls mid-search
+    go = tmp_path / "go"
+    pause = json.dumps([{"at": [2, 2], "kind": "pause", "until": str(go)}])
     try:
         wait_for(lambda: http_status(f"http://127.0.0.1:{port}/health") == 200
                  or server.poll() is not None, 120, "the tracking server")
@@ -123,7 +127,8 @@ def test_search_on_a_tracking_server_sigterm_then_the_printed_resume(tmp_path):
                  f"http://mona:{SECRETS['uri']}@127.0.0.1:{port}", "--dashboard",
                  "--dashboard-port", str(dash), "--no-register", "--quiet"],
                 cwd=tmp_path, stdout=out, stderr=err, start_new_session=True,
-                env=command_env(TUNE_GLOBAL_CHECKPOINT_S="1", **secret_env))
+                env=command_env(TUNE_GLOBAL_CHECKPOINT_S="1", MONA_TUNE_FAULT=pause,
+                                **secret_env))
         url = wait_for(lambda: re.search(r"Ray dashboard: (http://\S+)", logs["out"].read_text())
                        or search.poll() is not None, 300, "the dashboard line")
         assert search.poll() is None, logs["err"].read_text()[-3000:]
@@ -136,6 +141,7 @@ def test_search_on_a_tracking_server_sigterm_then_the_printed_resume(tmp_path):
                  "a trial's first report")
         assert search.poll() is None, logs["err"].read_text()[-3000:]
         stop_s = _stop(search, 90)
+        go.touch()
         print(f"search stopped {stop_s:.1f} s after SIGTERM")
         err = logs["err"].read_text()
         assert search.returncode == 128 + signal.SIGTERM, err[-3000:]
