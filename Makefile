@@ -29,8 +29,8 @@ bench: $(STAMP)
 # tests; prints the score per module (benchmarks/MUTATION.md). One module: MUTATE='mona_tune.train.losses*'
 # MUTATION_SAMPLE=N: a seeded random sample of N mutants per module (0: all of them; hours).
 MUTATE ?= mona_tune.train.losses* mona_tune.train.stage1* mona_tune.tasks.generate* \
-          mona_tune.tasks.darcy* mona_tune.search.driver.x__outcome* \
-          mona_tune.search.driver.x_reconcile_runs* mona_tune.search.trial* \
+          mona_tune.tasks.darcy* mona_tune.search.results.x_trial_outcome* \
+          mona_tune.search.results.x_reconcile_runs* mona_tune.search.trial* \
           mona_tune.tracking.best* mona_tune.tracking.mlflow_runs* mona_tune.train.trainer*
 MUTATION_SAMPLE ?= 0
 MUTATION_JOBS ?= 2

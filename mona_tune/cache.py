@@ -15,7 +15,7 @@ import platformdirs
 
 
 # cache entries (``<kind>/<key>`` folders) this process has used: what a prepared node ships to
-# the other nodes of a cluster (``search.warmup``)
+# the other nodes of a cluster (``cluster.node_cache``)
 _USED: set[tuple[str, ...]] = set()
 
 

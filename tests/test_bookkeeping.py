@@ -1,6 +1,6 @@
 """The search's bookkeeping without Ray, on a real SQLite MLflow store:
 
-- a trial's outcome from Tune's last result (``driver._outcome``);
+- a trial's outcome from Tune's last result (``results.trial_outcome``);
 - reconciliation of Tune's results with the child runs (tags, statuses, lost runs deleted);
 - a trial's global epoch count (stage-1 epochs included) and its MLflow steps;
 - the completed-child short-circuit: a trial whose child run completed is not reopened;
@@ -23,7 +23,7 @@ import pytest
 from conftest import empty_mlflow_store
 from mona_tune.cli import main
 from mona_tune.config import TrainConfig
-from mona_tune.search.driver import _outcome, reconcile_runs
+from mona_tune.search.results import reconcile_runs, trial_outcome
 from mona_tune.search.trial import (TRAINER_DIR, TRIAL_STATE, TrialSettings, _TrialRun,
                                     train_trial, trial_dir_name)
 from mona_tune.tracking import mlflow_runs as mr
@@ -38,53 +38,53 @@ def row(metrics: dict, error=None, epochs: int | None = 6, trial_id: str = "t") 
 
 
 def test_a_trial_with_the_test_metric_completed():
-    got = _outcome(row({"val_rel_l2": 0.2, "test_rel_l2": 0.21, "stage2_epoch": 6}),
+    got = trial_outcome(row({"val_rel_l2": 0.2, "test_rel_l2": 0.21, "stage2_epoch": 6}),
                    "test_rel_l2", MAX_T)
     assert got == ("completed", "completed 6 stage-2 epochs")
 
 
 def test_a_trial_without_the_test_metric_was_stopped_early():
-    got = _outcome(row({"val_rel_l2": 0.4, "stage2_epoch": 2}, epochs=4), "test_rel_l2", MAX_T)
+    got = trial_outcome(row({"val_rel_l2": 0.4, "stage2_epoch": 2}, epochs=4), "test_rel_l2", MAX_T)
     assert got == ("stopped_early", "stopped by ASHA at stage-2 epoch 2 of 4")
     # the epoch budget falls back to max_t; the scheduler's name is the caller's
-    got = _outcome(row({"val_rel_l2": 0.4, "stage2_epoch": 1}, epochs=None), "test_rel_l2",
+    got = trial_outcome(row({"val_rel_l2": 0.4, "stage2_epoch": 1}, epochs=None), "test_rel_l2",
                    MAX_T, "the time budget")
     assert got == ("stopped_early", "stopped by the time budget at stage-2 epoch 1 of 6")
     # a test metric of another task does not make a trial completed
-    assert _outcome(row({"test_nrmse": 0.1, "stage2_epoch": 6}), "test_rel_l2", MAX_T)[0] \
+    assert trial_outcome(row({"test_nrmse": 0.1, "stage2_epoch": 6}), "test_rel_l2", MAX_T)[0] \
         == "stopped_early"
 
 
 def test_a_trial_with_an_error_failed_with_its_last_line():
     err = "Traceback (most recent call last):\n  File x\nRuntimeError: out of memory\n"
-    got = _outcome(row({"val_rel_l2": 0.3, "test_rel_l2": 0.3}, error=err), "test_rel_l2", MAX_T)
+    got = trial_outcome(row({"val_rel_l2": 0.3, "test_rel_l2": 0.3}, error=err), "test_rel_l2", MAX_T)
     assert got == ("failed", "RuntimeError: out of memory")
-    assert _outcome(row({}, error="   "), "test_rel_l2", MAX_T) == ("failed", "error")
-    assert len(_outcome(row({}, error="x" * 900), "test_rel_l2", MAX_T)[1]) == 500
+    assert trial_outcome(row({}, error="   "), "test_rel_l2", MAX_T) == ("failed", "error")
+    assert len(trial_outcome(row({}, error="x" * 900), "test_rel_l2", MAX_T)[1]) == 500
 
 
 def test_a_diverged_trial_is_diverged_with_its_reason():
     m = {"val_rel_l2": float("inf"), "diverged": 1, "stage2_epoch": 6,
          "error": "training diverged: the training loss is nan at stage 2 epoch 1 step 3"}
-    outcome, detail = _outcome(row(m), "test_rel_l2", MAX_T)
+    outcome, detail = trial_outcome(row(m), "test_rel_l2", MAX_T)
     assert outcome == "diverged"
     assert "the training loss is nan" in detail
     # an error (an exception in the trial) still makes it failed
-    assert _outcome(row(m, error="ValueError: x"), "test_rel_l2", MAX_T)[0] == "failed"
+    assert trial_outcome(row(m, error="ValueError: x"), "test_rel_l2", MAX_T)[0] == "failed"
     # without a reason; a long reason is cut at 500 characters
-    assert _outcome(row({"diverged": 1}), "test_rel_l2", MAX_T) == \
+    assert trial_outcome(row({"diverged": 1}), "test_rel_l2", MAX_T) == \
         ("diverged", "training diverged")
-    assert _outcome(row({"diverged": 1, "error": "y" * 700}), "test_rel_l2", MAX_T)[1] == "y" * 500
+    assert trial_outcome(row({"diverged": 1, "error": "y" * 700}), "test_rel_l2", MAX_T)[1] == "y" * 500
 
 
 def test_outcomes_of_results_without_a_stage_2_epoch():
     """A result row without ``stage2_epoch``: a completed trial ran its epochs (the trial's, else
     max_t), a stopped one was stopped before stage-2 epoch 1."""
-    assert _outcome(row({"test_rel_l2": 0.2}, epochs=4), "test_rel_l2", MAX_T) == \
+    assert trial_outcome(row({"test_rel_l2": 0.2}, epochs=4), "test_rel_l2", MAX_T) == \
         ("completed", "completed 4 stage-2 epochs")
-    assert _outcome(row({"test_rel_l2": 0.2}, epochs=None), "test_rel_l2", MAX_T) == \
+    assert trial_outcome(row({"test_rel_l2": 0.2}, epochs=None), "test_rel_l2", MAX_T) == \
         ("completed", f"completed {MAX_T} stage-2 epochs")
-    assert _outcome(row({"val_rel_l2": 0.3}, epochs=4), "test_rel_l2", MAX_T) == \
+    assert trial_outcome(row({"val_rel_l2": 0.3}, epochs=4), "test_rel_l2", MAX_T) == \
         ("stopped_early", "stopped by ASHA at stage-2 epoch 0 of 4")
 
 
@@ -132,7 +132,7 @@ def test_reconcile_tags_every_child_and_deletes_lost_ones(store, caplog):
         row({}, epochs=None, trial_id="budget"),  # no epoch reported, epochs from max_t
     ]
     lost_runs: dict = {}
-    with caplog.at_level("INFO", logger="mona_tune.search.driver"):
+    with caplog.at_level("INFO", logger="mona_tune.search.results"):
         out = reconcile_runs(uri, exp, parent, rows, "test_rel_l2", MAX_T, "the time budget",
                              lost=lost_runs)
     assert out == {

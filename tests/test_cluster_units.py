@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mona_tune.errors import MonaError
-from mona_tune.search import cluster
+from mona_tune.cluster import join, nodes, preflight
 from mona_tune.tracking import server
 
 
@@ -26,7 +26,7 @@ def test_forwarded_env_takes_what_trials_need_and_nothing_else():
            "TRANSFORMERS_OFFLINE": "1", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json",
            "HOME": "/root", "PATH": "/bin", "RAY_AUTH_TOKEN": "x", "CUDA_VISIBLE_DEVICES": "0",
            "MLFLOW_SERVER_ALLOWED_HOSTS": "h"}
-    got = cluster.forwarded_env(env)
+    got = join.forwarded_env(env)
     assert set(got) == {"MONA_TUNE_CACHE", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI",
                         "MLFLOW_S3_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE",
                         "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -42,18 +42,18 @@ def test_forwarded_env_takes_what_trials_need_and_nothing_else():
     ("[::1]:6380", 1, ("::1", 6380)),
 ])
 def test_host_port(address, default, expected):
-    assert cluster.host_port(address, default) == expected
+    assert join.host_port(address, default) == expected
 
 
 def test_host_port_rejects_a_bad_port():
     with pytest.raises(MonaError, match="not a number"):
-        cluster.host_port("head:port", 6379)
+        join.host_port("head:port", 6379)
 
 
 def test_no_ray_at_an_address_is_one_line_within_seconds():
     t0 = time.time()
     with pytest.raises(MonaError, match="no Ray cluster answers there"):
-        cluster.check_address(f"127.0.0.1:{_closed_port()}")
+        join.check_address(f"127.0.0.1:{_closed_port()}")
     assert time.time() - t0 < 10
 
 
@@ -103,13 +103,13 @@ def test_preflight_spec_of_a_search(tmp_path):
     assert spec.shared_dirs == [("the SQLite tracking store's folder", str(tmp_path / "db"))]
     assert dict(spec.inputs) == {"--data-dir": "/data/darcy", "--source-data": "/data/c10",
                                  "--weights": "/models/swin.safetensors"}
-    assert spec.marker.startswith(cluster.MARKER_PREFIX)
+    assert spec.marker.startswith(preflight.MARKER_PREFIX)
 
 
 def test_cache_files_travel_between_node_caches(tmp_path, monkeypatch):
     """What one node prepared is written whole into another node's cache, once."""
     from mona_tune import cache
-    from mona_tune.search.warmup import install_files
+    from mona_tune.cluster.node_cache import install_files
 
     monkeypatch.setenv("MONA_TUNE_CACHE", str(tmp_path / "a"))
     entry = cache.cache_dir("source", "k1")
@@ -127,12 +127,12 @@ def test_cache_files_travel_between_node_caches(tmp_path, monkeypatch):
 def test_lost_nodes_are_those_alive_at_the_start_and_not_at_the_end(monkeypatch):
     import ray
 
-    start = [cluster.Node("a" * 56, "10.0.0.1", 1, 0), cluster.Node("b" * 56, "10.0.0.2", 1, 0),
-             cluster.Node("c" * 56, "10.0.0.3", 1, 0)]
+    start = [nodes.Node("a" * 56, "10.0.0.1", 1, 0), nodes.Node("b" * 56, "10.0.0.2", 1, 0),
+             nodes.Node("c" * 56, "10.0.0.3", 1, 0)]
     monkeypatch.setattr(ray, "nodes", lambda: [
         {"NodeID": "a" * 56, "Alive": True}, {"NodeID": "b" * 56, "Alive": False},
         {"NodeID": "d" * 56, "Alive": True}])  # c: gone from the table; d: joined later
-    assert cluster.lost_nodes(start) == start[1:]
+    assert nodes.lost_nodes(start) == start[1:]
 
 
 def _child(trial, node, ip, ran_on=None, restored=None, outcome="completed"):
@@ -151,8 +151,8 @@ def _child(trial, node, ip, ran_on=None, restored=None, outcome="completed"):
 
 def test_the_summary_names_a_lost_node_and_what_became_of_its_trials(monkeypatch):
     from mona_tune.config import SearchConfig
-    from mona_tune.search import summary
-    from mona_tune.search.driver import SearchOutcome
+    from mona_tune.report import summary
+    from mona_tune.search.results import SearchOutcome, lost_node_trials
     from mona_tune.tracking import mlflow_runs as mr
 
     head, b, c = "h" * 56, "b" * 56, "c" * 56
@@ -164,8 +164,8 @@ def test_the_summary_names_a_lost_node_and_what_became_of_its_trials(monkeypatch
         _child("t5", head, "10.0.0.1"),  # a run from before mona.node_ids
     ]
     monkeypatch.setattr(mr, "child_runs", lambda *a: children)
-    lost = summary.lost_node_trials("uri", "1", "parent", [cluster.Node(b, "10.0.0.2", 1, 0),
-                                                           cluster.Node(c, "10.0.0.3", 1, 0)])
+    lost = lost_node_trials("uri", "1", "parent", [nodes.Node(b, "10.0.0.2", 1, 0),
+                                                   nodes.Node(c, "10.0.0.3", 1, 0)])
     assert set(lost[b]["trials"]) == {"t2", "t3", "t4"} and lost[c]["trials"] == {}
     o = SearchOutcome(name="s", experiment_path="/x/s", parent_run_id="parent",
                       metric="val_rel_l2", mode="min", lost_nodes=lost)

@@ -135,7 +135,7 @@ def states(request, tmp_path_factory):
     from ray import cloudpickle, tune
 
     from mona_tune.config import SchedulerSpec, SearchConfig
-    from mona_tune.search import driver
+    from mona_tune.search import tuner as search_tuner
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     kind = request.param
@@ -164,8 +164,8 @@ def states(request, tmp_path_factory):
         return tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(metric="score", mode="min",
-                                        search_alg=driver._searcher(scfg, "score", "min"),
-                                        scheduler=driver._scheduler(scfg, STEPS),
+                                        search_alg=search_tuner._searcher(scfg, "score", "min"),
+                                        scheduler=search_tuner._scheduler(scfg, STEPS),
                                         num_samples=N),
             run_config=tune.RunConfig(name="mixed", storage_path=str(storage), verbose=0))
 
@@ -253,7 +253,7 @@ CASES = {
 def test_resume_from_mixed_snapshots_is_exact(states, case):
     import optuna
 
-    from mona_tune.search import driver
+    from mona_tune.search import tuner as search_tuner
 
     exp_from, gen_from, pkl_from = CASES[case]
     if states["kind"] == "random" and gen_from != pkl_from:
@@ -281,7 +281,7 @@ def test_resume_from_mixed_snapshots_is_exact(states, case):
         assert {t: x for t, (x, _) in finals.items()} == pytest.approx(states["x"])
         return
     # Optuna learnt every trial once, with its config and final score
-    study = driver._base_searcher(tuner)._ot_study
+    study = search_tuner.base_searcher(tuner)._ot_study
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     told = sorted((t.params["x"], t.value) for t in complete)
     ran = sorted(finals.values())

@@ -191,7 +191,7 @@ def _check_places(args, storage: str, tracking_uri: str, fixed: dict) -> None:
     import os
 
     from mona_tune.paths import check_creatable, creatable_fault
-    from mona_tune.search import storage as storage_io
+    from mona_tune.cluster import storage as storage_io
     from mona_tune.tracking.mlflow_runs import redact, sqlite_path
 
     if not 0 < args.dashboard_port < 65536:
@@ -230,7 +230,7 @@ def build_search(args):
         SearchSpace,
     )
     from mona_tune.search import driver
-    from mona_tune.search import storage as storage_io
+    from mona_tune.cluster import storage as storage_io
     from mona_tune.search.space import (
         dump_space,
         load_space,
@@ -326,15 +326,15 @@ def build_search(args):
 
 
 def run_search_command(args) -> int:
+    from mona_tune import ray_compat
+    from mona_tune.cluster import storage as storage_io
     from mona_tune.paths import remove_empty_tree
-    from mona_tune.search import storage as storage_io
     from mona_tune.search.driver import run_search
 
     scfg, space, param_space, space_yaml, resume = build_search(args)
     # Ray 2.60 warns on stderr that it switched token authentication on; it is meant to be on
     # (the dashboard line says so), and a failing search must end with its one error line
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        logging.ERROR)
+    logging.getLogger(ray_compat.AUTH_SETUP_LOGGER).setLevel(logging.ERROR)
     local = None if storage_io.is_uri(scfg.storage) else Path(scfg.storage)
     existed = local is None or local.exists()
     try:

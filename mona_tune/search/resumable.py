@@ -47,6 +47,8 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGen
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import flatten_dict
 
+from mona_tune import ray_compat
+
 logger = logging.getLogger(__name__)
 
 
@@ -58,7 +60,7 @@ def damaged_state(experiment_path: str) -> str | None:
 
     import pyarrow.fs
 
-    from mona_tune.search import storage
+    from mona_tune.cluster import storage
 
     fs, path = storage.filesystem(experiment_path)
     infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
@@ -72,15 +74,6 @@ def damaged_state(experiment_path: str) -> str | None:
     except ValueError:
         return newest
     return None
-
-
-def snapshot_soon(tune_controller) -> None:
-    """Ask Tune for an experiment snapshot at the end of the current step (a private flag of
-    its checkpoint manager; without it, the periodic snapshots remain)."""
-    controller = getattr(tune_controller, "_tune_controller", tune_controller)
-    manager = getattr(controller, "_checkpoint_manager", None)
-    if manager is not None and hasattr(manager, "_should_force_sync_up"):
-        manager._should_force_sync_up = True
 
 
 def past_results(trial) -> list[dict]:
@@ -125,7 +118,7 @@ class SnapshottingFIFO(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
         tell_searcher(tune_controller, trial)
-        snapshot_soon(tune_controller)
+        ray_compat.snapshot_soon(tune_controller)
 
 
 class ResumableASHA(ASHAScheduler):
@@ -142,7 +135,7 @@ class ResumableASHA(ASHAScheduler):
                 replayed += 1
         if replayed:
             logger.info("ASHA: %d results of trial %s replayed", replayed, trial.trial_id)
-        snapshot_soon(tune_controller)
+        ray_compat.snapshot_soon(tune_controller)
 
 
 class OnceOptunaSearch(OptunaSearch):

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from mona_tune.cache import cache_dir, config_key
 from mona_tune.errors import MonaError
-from mona_tune.tasks import Task, TaskData, register
+from mona_tune.tasks.registry import Task, TaskData, register
 from mona_tune.tasks import readers
 from mona_tune.tasks.generate import fno_filename, make_dataset, pdebench_filename, pdebench_n_test
 

@@ -295,6 +295,16 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, Any]) -> None:
     retrying(get_client(tracking_uri).log_batch, run_id, tags=batch)
 
 
+def store_shared_view(tracking_uri: str, experiment_id: str, tag: str, state: str) -> bool:
+    """Store an MLflow UI view (an experiment tag the UI reads); False, with a warning, where it
+    could not be written (the view is a convenience: the search goes on)."""
+    try:
+        retrying(get_client(tracking_uri).set_experiment_tag, experiment_id, tag, state)
+    except Exception as e:
+        logger.warning("could not store the MLflow UI view: %s", e)
+        return False
+    return True
+
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
     """One batched write of numeric metrics at ``step``."""
     import math

@@ -116,7 +116,7 @@ def store_fault(uri: str, timeout: float = CHECK_TIMEOUT_S) -> str | None:
     """Why this process cannot use the tracking store ``uri`` (None: it can). Fast: a store that
     does not answer is reported after ``timeout`` seconds, not after MLflow's retries. A SQLite
     or file store is local by nature: whether it is the same file on every node is the
-    preflight's question (``search.cluster``)."""
+    preflight's question (``cluster.preflight``)."""
     scheme = mr.uri_scheme(uri)
     if scheme in ("http", "https"):
         return _http_fault(uri, timeout)

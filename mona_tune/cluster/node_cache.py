@@ -85,7 +85,7 @@ def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_tria
     ``nodes_filled`` (those that received files) and ``cache_bytes``."""
     import ray
 
-    from mona_tune.search.cluster import gather, pinned
+    from mona_tune.cluster.nodes import gather, pinned
 
     able = trial_nodes(nodes, cpus_per_trial, gpus_per_trial)
     here = ray.get_runtime_context().get_node_id()  # ties go to the driver's node (the head)

@@ -1,0 +1,87 @@
+"""The task registry: what a task is, in one place (``mona_tune.tasks`` re-exports it).
+
+A task declares its input (channels, spatial shape), its output (a dense field of ``out_channels``
+channels or ``out_channels`` classes), its training loss and its metric (name and direction), and a
+loader. The trainer knows tasks only through this interface, so adding a task (or a 1D task, whose
+``in_shape`` has one entry) never touches the trainer.
+
+Conventions shared by every loader:
+- inputs ``x_*`` are normalised float32 tensors ``(N, C, *in_shape)``;
+- targets ``y_*`` are in physical units (dense: float32 ``(N, out_channels, *out_shape)``;
+  classification: int64 ``(N,)``);
+- the model predicts in normalised units; ``TaskData.decode`` maps a prediction to physical units
+  before the loss and the metric (identity for classification).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from torch import Tensor
+
+from mona_tune.errors import MonaError
+
+if TYPE_CHECKING:
+    from mona_tune.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Tensors of one task, split and normalised, ready for training."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    decode: Callable[[Tensor], Tensor]
+    info: dict = field(default_factory=dict)  # files read, counts, resolution: logged as params
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[2:])
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(self.y_train.shape[2:])
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    in_channels: int
+    in_shape: tuple[int, ...]  # default spatial shape of an input, e.g. (85, 85)
+    output: Literal["dense", "classes"]
+    out_channels: int  # dense: channels of the predicted field; classes: number of classes K
+    metric: str  # e.g. "rel_l2"; reported as val_<metric> / test_<metric>
+    direction: Literal["min", "max"]
+    loss: Callable[[Tensor, Tensor], Tensor]  # (decoded pred, target) -> scalar training loss
+    metric_per_sample: Callable[[Tensor, Tensor], Tensor]  # (decoded pred, target) -> (N,) values
+    load: Callable[[TrainConfig], TaskData]
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        return self.direction
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} registered twice")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        known = ", ".join(sorted(TASKS))
+        raise MonaError(f"unknown task {name!r} (known tasks: {known})") from None
+
