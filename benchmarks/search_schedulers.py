@@ -33,7 +33,7 @@ def run_one(search: str, scheduler: str, seed: int, args) -> dict:
     from ray.tune import ExperimentAnalysis
 
     from mona_tune.cli import build_parser
-    from mona_tune.search.cli_args import build_search
+    from mona_tune.cli.search import build_search
     from mona_tune.search.driver import run_search
 
     name = f"{search}-{scheduler}-s{seed}-{time.strftime('%H%M%S')}"

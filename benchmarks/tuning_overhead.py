@@ -51,7 +51,7 @@ def space_file(case: str) -> Path:
 
 def run_case(case: str, concurrency: int) -> dict:
     from mona_tune.cli import build_parser
-    from mona_tune.search.cli_args import build_search
+    from mona_tune.cli.search import build_search
     from mona_tune.search.driver import run_search
     from mona_tune.tracking import mlflow_runs as mr
 

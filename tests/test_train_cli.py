@@ -106,7 +106,7 @@ NEW_FLAGS = [
 
 def config_of(*argv):
     from mona_tune.cli import build_parser
-    from mona_tune.train.cli_args import build_config
+    from mona_tune.cli.train import build_config
 
     return build_config(build_parser().parse_args(["train", *map(str, argv)]))
 
@@ -135,7 +135,7 @@ def test_documented_pdebench_line_builds_its_config(tmp_path):
 def test_every_per_run_field_has_a_flag():
     """A new TrainConfig field gets a flag here, or joins the short list of --config-only ones."""
     from mona_tune.config import TrainConfig
-    from mona_tune.train.cli_args import _FIELD_FLAGS
+    from mona_tune.cli.train import _FIELD_FLAGS
 
     config_only = {"uniformity_t", "betas"}
     flagged = set(_FIELD_FLAGS) | {"bf16", "first_order"}

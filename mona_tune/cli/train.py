@@ -14,17 +14,8 @@ import math
 import sys
 from pathlib import Path
 
+from mona_tune.cli.common import float_or_none, read_yaml
 from mona_tune.errors import MonaError
-
-
-def float_or_none(text: str) -> float | None:
-    """A float, or ``none`` for a field whose None switches something off (``--grad-clip none``)."""
-    if text.strip().lower() in ("none", "null"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
 # flag -> TrainConfig field, for flags whose value is the field's value. TrainConfig validates the
@@ -101,24 +92,10 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k in keys}
 
 
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise MonaError(f"config file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise MonaError(f"config file {path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise MonaError(f"config file {path} must hold a mapping of TrainConfig fields")
-    return data
-
-
 def build_config(args: argparse.Namespace):
     from mona_tune.config import TrainConfig
 
-    base = _read_yaml(args.config) if "config" in args else {}
+    base = read_yaml(args.config) if "config" in args else {}
     return TrainConfig(**{**base, **_overrides(args)})
 
 
@@ -197,7 +174,7 @@ def train_from_args(args: argparse.Namespace) -> int:
         trainer = Trainer.from_checkpoint(ckpt, callback=on_epoch)
         given = _overrides(args)
         if "config" in args:
-            given = {**_read_yaml(args.config), **given}
+            given = {**read_yaml(args.config), **given}
         clash = [f"{k}={v!r} (checkpoint: {getattr(trainer.cfg, k)!r})" for k, v in given.items()
                  if getattr(trainer.cfg, k) != getattr(cfg, k)]
         if clash:
