@@ -100,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     # warm the head's cache once (data + embedded source model), outside the measurement
     os.environ["MONA_TUNE_CACHE"] = str(cache)
     from mona_tune.config import TrainConfig
-    from mona_tune.train import resources
+    from mona_tune.train import loaded
 
     cfg = TrainConfig(warmup_epochs=1, epochs=4, n_train=100, n_test=16, resolution=29)
-    resources.task_data(cfg)
-    resources.source_model(cfg)
+    loaded.task_data(cfg)
+    loaded.source_model(cfg)
 
     rows = []
     for label, two in (("one-node", False), ("two-nodes", True)):

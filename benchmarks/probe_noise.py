@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mona_tune.config import TrainConfig
-from mona_tune.train import resources
+from mona_tune.train import loaded
 from mona_tune.train.probe import (
     REPEATS,
     linear_probe_error,
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--source-data", default=None)
     args = ap.parse_args()
     cfg = TrainConfig(device="cpu", source_data=args.source_data)
-    src, data = resources.source_model(cfg), resources.source_data(cfg)
+    src, data = loaded.source_model(cfg), loaded.source_data(cfg)
     embedder = copy.deepcopy(src.patch_embed)
     feats = probe_features(src.body(), lambda images: embedder(src.prepare(images)), data.x_probe)
     labels = data.y_probe.numpy()

@@ -18,8 +18,8 @@ import time
 from mona_tune.config import TrainConfig
 from mona_tune.search.space import load_space, resolve_space_path
 from mona_tune.tasks import get_task
-from mona_tune.train import resources
-from mona_tune.train.baselines import ridge_baseline
+from mona_tune.train import loaded
+from mona_tune.train.ridge import ridge_baseline
 from mona_tune.train.compare import describe, paired
 from mona_tune.train.trainer import Trainer
 
@@ -56,7 +56,7 @@ def main() -> None:
         record("scratch", seed, method="scratch")
         for source in sources:
             record(f"ft[{source}]", seed, method="ft", source_data=source)
-    ridge = ridge_baseline(resources.task_data(base), get_task(base.task))
+    ridge = ridge_baseline(loaded.task_data(base), get_task(base.task))
 
     print(f"darcy, {base.n_train} samples, {base.epochs} stage-2 epochs, batch {base.batch_size}, "
           f"lr {base.lr:g}, {args.seeds} seeds (mean ± standard error)\n")

@@ -33,13 +33,13 @@ def one_thread():
 def fast_source(one_thread):
     """A 2-epoch embedded source model (its own cache key), for tests of the trainer around it."""
     from mona_tune.models import source as source_mod
-    from mona_tune.train import resources
+    from mona_tune.train import loaded
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"fractals": 2, "digits": 2, "cifar10": 1})
-        resources.clear()
+        loaded.clear()
         yield
-        resources.clear()
+        loaded.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

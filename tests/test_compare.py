@@ -13,7 +13,7 @@ from scipy import stats
 
 from mona_tune.cli import main
 from mona_tune.tasks import TaskData, get_task
-from mona_tune.train.baselines import ridge_baseline
+from mona_tune.train.ridge import ridge_baseline
 from mona_tune.train.compare import (
     FAILS,
     FEW,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mona_tune.config import TrainConfig
-from mona_tune.train import resources
+from mona_tune.train import loaded
 from mona_tune.train.probe import (
     linear_probe_error,
     probe_estimate,
@@ -27,7 +27,7 @@ from mona_tune.train.trainer import Trainer
 
 PROBE_IMAGES = 160
 
-# One source model and one set of source data (``load_source_data``, cached by ``resources``) for
+# One source model and one set of source data (``load_source_data``, cached by ``loaded``) for
 # the whole module: the trainers below share them.
 pytestmark = pytest.mark.usefixtures("fast_source")
 
@@ -99,7 +99,7 @@ class Memoriser(nn.Module):
 
 
 def test_features_that_memorise_the_fit_samples_do_not_score_well():
-    data = resources.source_data(tiny())
+    data = loaded.source_data(tiny())
     flat = data.x_probe.flatten(1).float() / 255  # the "embedder": the raw pixels
 
     encoder = Memoriser(flat.shape[1])
@@ -114,7 +114,7 @@ def test_features_that_memorise_the_fit_samples_do_not_score_well():
 
 
 def test_probe_images_are_disjoint_from_pretraining_and_alignment_images():
-    data = resources.source_data(tiny())  # load_source_data(None, PROBE_IMAGES), cached
+    data = loaded.source_data(tiny())  # load_source_data(None, PROBE_IMAGES), cached
 
     def rows(x: torch.Tensor) -> set[bytes]:
         return {bytes(r.contiguous().numpy().tobytes()) for r in x}
@@ -163,7 +163,7 @@ def test_the_trainer_probes_its_own_encoder_and_damage_shows():
 
 def test_a_damaged_encoder_scores_worse_than_the_pretrained_one():
     cfg = tiny()
-    src, sd = resources.source_model(cfg), resources.source_data(cfg)
+    src, sd = loaded.source_model(cfg), loaded.source_data(cfg)
     embedder = copy.deepcopy(src.patch_embed)
 
     def embed(images):

@@ -41,7 +41,7 @@ def _run_data_make(args) -> int:
 
 
 def _run_data_inspect(args) -> int:
-    from mona_tune.tasks.inspect import describe
+    from mona_tune.tasks.describe import describe
 
     print(describe(args.path))
     return 0

@@ -28,17 +28,17 @@ def fill_caches(cfg_values: dict) -> tuple[dict, dict[str, bytes]]:
 
     from mona_tune.cache import cache_root, used_entries
     from mona_tune.config import TrainConfig
-    from mona_tune.train import resources
+    from mona_tune.train import loaded
 
     cfg = TrainConfig(**cfg_values)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     out: dict[str, float] = {}
     t = time.time()
-    resources.task_data(cfg)
+    loaded.task_data(cfg)
     out["data_s"] = time.time() - t
     t = time.time()
-    resources.source_model(cfg)
+    loaded.source_model(cfg)
     out["source_model_s"] = time.time() - t
     root = cache_root()
     files = {}

@@ -7,7 +7,7 @@ are compared seed by seed: MoNA's claims (lower target error and lower source pr
 ``ft`` and ``emb``) are tested on the paired differences ``mona − other`` with a 95 % t-interval
 over seeds, and stated in words: *holds* (the interval lies on the claimed side of 0), *does not
 hold* (it lies on the other side), *within noise* (it contains 0). ``scratch`` (no source model)
-and ``ridge`` (a linear map, :mod:`mona_tune.train.baselines`) are the reference rows. Written to
+and ``ridge`` (a linear map, :mod:`mona_tune.train.ridge`) are the reference rows. Written to
 ``--out``:
 
 - ``table.md`` and ``table.json``: mean ± standard error over seeds (and the standard deviation)
@@ -113,8 +113,8 @@ def claims(runs: list[dict], methods: list[str], key: str, direction: str) -> li
 def compare(base: TrainConfig, methods: list[str], seeds: int, log=None) -> dict:
     """Run ``methods × seeds`` from ``base`` and the ridge reference; return runs and summary."""
     from mona_tune.tasks import get_task
-    from mona_tune.train import resources
-    from mona_tune.train.baselines import ridge_baseline
+    from mona_tune.train import loaded
+    from mona_tune.train.ridge import ridge_baseline
     from mona_tune.train.trainer import Trainer
 
     task = get_task(base.task)
@@ -132,7 +132,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: int, log=None) -> dict
                 log(f"[compare] {method} seed {seed}: test_{m} {final[f'test_{m}']:.4g}  "
                     f"{PROBE} {final[PROBE]:.3f} ± {final[f'{PROBE}_se']:.3f}  "
                     f"({final['seconds']:.0f} s)")
-    ridge = ridge_baseline(resources.task_data(base), task)
+    ridge = ridge_baseline(loaded.task_data(base), task)
     if log and ridge:
         log(f"[compare] ridge: test_{task.metric} {ridge[f'test_{task.metric}']:.4g} "
             f"(alpha {ridge['alpha']:g} on validation, {ridge['seconds']:.0f} s)")

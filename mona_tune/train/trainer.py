@@ -39,7 +39,7 @@ from mona_tune.errors import MonaError
 from mona_tune.models.assemble import build_target_model, read_embedder, write_embedder
 from mona_tune.models.source import cpu_threads
 from mona_tune.tasks import get_task
-from mona_tune.train import faults, resources
+from mona_tune.train import faults, loaded
 from mona_tune.train.otdd import fit_pseudo_label_centres, pseudo_labels
 from mona_tune.train.probe import ProbeEstimate, source_probe
 from mona_tune.train.stage1 import emb_gradient, mona_gradient, orca_gradient
@@ -83,9 +83,9 @@ class Trainer:
 
         # shared, cached per process (never modified here)
         self.task = get_task(cfg.task)
-        self.data = resources.task_data(cfg)
-        self.source_data = resources.source_data(cfg)
-        self.source = resources.source_model(cfg)
+        self.data = loaded.task_data(cfg)
+        self.source_data = loaded.source_data(cfg)
+        self.source = loaded.source_model(cfg)
         if cfg.method == "mona" and len(self.source_data.y_align) < 2:
             raise MonaError("method mona needs labelled source images for its outer loss")
 
@@ -310,7 +310,7 @@ class Trainer:
         t0 = time.perf_counter()
         self._stop = False
         if self.probe_pretrained is None:
-            self.probe_pretrained = resources.pretrained_probe_error(self.cfg, self.device)
+            self.probe_pretrained = loaded.pretrained_probe_error(self.cfg, self.device)
         while not self.finished:
             m = self._run_epoch()
             self.history.append(m)

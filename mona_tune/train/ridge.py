@@ -1,4 +1,4 @@
-"""Reference rows for ``mona-tune compare`` that involve no source model.
+"""The ridge reference row of ``mona-tune compare`` (no source model involved).
 
 ``ridge``: scikit-learn's ``Ridge`` from the flattened normalised input to the flattened output
 field, fitted on the training split, its ``alpha`` chosen on the validation split from
