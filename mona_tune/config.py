@@ -26,54 +26,70 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # what to train
-    task: str = "darcy"
-    method: Method = "mona"
+    task: str = Field("darcy", description="task name (darcy, pdebench-darcy)")
+    method: Method = Field("mona", description="mona, emb, orca, ft or scratch")
 
     # stage 1 (the searched hyperparameters of MoNA)
-    lam: float = Field(0.5, ge=0, description="λ, weight of the outer (alignment+uniformity) loss")
-    inner_lr: float = Field(1e-3, gt=0, description="α, step size of the simulated inner update")
-    warmup_epochs: int = Field(2, ge=0, description="stage-1 epochs")
+    lam: float = Field(0.5, ge=0, description="λ: weight of MoNA's outer (alignment + "
+                       "uniformity) loss")
+    inner_lr: float = Field(1e-3, gt=0, description="α: step size of MoNA's simulated inner "
+                            "fine-tuning step")
+    warmup_epochs: int = Field(2, ge=0, description="stage-1 epochs (embedder only)")
     first_order: bool = Field(False, description="first-order (finite-difference) MoNA gradient")
     stage1_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the embedder in stage 1")
     source_batch_size: int = Field(32, ge=2, description="labelled source images per stage-1 step")
-    uniformity_t: float = Field(2.0, gt=0)
+    uniformity_t: float = Field(2.0, gt=0, description="t of the uniformity loss (the paper's 2)")
     orca_distance: Literal["otdd", "mmd"] = Field(
-        "otdd", description="orca's stage-1 distance: the optimal-transport dataset distance "
-        "(as published) or a Gaussian-kernel MMD (cheaper, no labels)")
+        "otdd", description="orca's stage-1 distance: otdd (the optimal-transport dataset "
+        "distance, as published) or mmd (a Gaussian-kernel MMD: cheaper, no labels)")
 
     # stage 2
-    epochs: int = Field(5, ge=1, description="stage-2 (fine-tuning) epochs")
+    epochs: int = Field(5, ge=1, description="stage-2 epochs (fine-tuning everything)")
     batch_size: int = Field(4, ge=1, description="target batch of both stages (the paper's 4)")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(5e-3, ge=0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    lr_warmup_epochs: float = Field(1.0, ge=0, description="linear learning-rate warm-up of stage 2")
-    grad_clip: float | None = Field(1.0, gt=0)
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate of stage 2")
+    weight_decay: float = Field(5e-3, ge=0, description="AdamW weight decay of both stages")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas of both stages")
+    lr_warmup_epochs: float = Field(1.0, ge=0, description="stage-2 epochs of linear "
+                                    "learning-rate warm-up")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clipping; none "
+                                    "switches it off")
 
     # data
-    data_dir: str | None = Field(None, description="real or generated files; None = embedded default")
-    n_train: int | None = Field(None, ge=1)
-    n_test: int | None = Field(None, ge=1)
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="validation size as a share of "
-                                "n_train: held out of the training set, or, for FNO files that "
-                                "hold them, smooth2 samples after the test block")
-    resolution: int | None = Field(None, ge=2, description="grid points per side after subsampling")
-    beta: float = Field(0.1, gt=0, description="PDEBench Darcy β")
+    data_dir: str | None = Field(None, description="directory of real data files (default: "
+                                 "the embedded generated data)")
+    n_train: int | None = Field(None, ge=1, description="training samples read from the data "
+                                "(default: the task's)")
+    n_test: int | None = Field(None, ge=1, description="test samples read from the data "
+                               "(default: the task's)")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="validation samples as a share of "
+                                "the training samples (darcy: the smooth2 samples after the test "
+                                "block where the file holds them, else held out of the training "
+                                "samples)")
+    resolution: int | None = Field(None, ge=2, description="grid points per side after "
+                                   "subsampling (default: 85 for darcy, 64 for pdebench-darcy)")
+    beta: float = Field(0.1, gt=0, description="PDEBench Darcy β: reads "
+                        "2D_DarcyFlow_beta<β>_Train.hdf5 from data_dir")
 
     # source model
-    source_model: str | None = Field(None, description="timm model name; None = embedded default")
-    weights: str | None = Field(None, description="local checkpoint / safetensors for source_model")
-    source_data: str | None = Field(None, description="'digits' (default), 'fractals' or "
-                                     "'cifar10:DIR'")
-    init_embedder: str | None = Field(None, description="exported embedder directory; skips stage 1")
+    source_model: str | None = Field(None, description="timm Swin name, e.g. "
+                                     "swin_base_patch4_window7_224.ms_in22k (default: the "
+                                     "embedded digits Swin)")
+    weights: str | None = Field(None, description="local checkpoint or .safetensors for "
+                                "source_model (offline machines)")
+    source_data: str | None = Field(None, description="digits (default), fractals "
+                                    "(FractalDB-style, generated) or cifar10:DIR (the CIFAR-10 "
+                                    "python-pickle directory)")
+    init_embedder: str | None = Field(None, description="an embedder directory written by a "
+                                      "previous run (skips stage 1)")
 
     # diagnostics and runtime
-    probe_every: int = Field(0, ge=0, description="measure source_probe_error every k epochs (0: end)")
+    probe_every: int = Field(0, ge=0, description="measure source_probe_error every k stage-2 "
+                             "epochs (always at the end)")
     probe_samples: int = Field(400, ge=8, description="held-out source images of the linear probe "
                                "(half fit, half scored; capped by what the source data holds)")
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = False
+    seed: int = Field(0, description="seed of the data order, the initialisation and the split")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    bf16: bool = Field(False, description="bfloat16 autocast")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = half the "
                                     "cores (at least 1), so that two runs on one machine do not "
                                     "oversubscribe it (OpenMP slows down badly then)")

@@ -133,10 +133,20 @@ def test_documented_pdebench_line_builds_its_config(tmp_path):
 
 
 def test_every_per_run_field_has_a_flag():
-    """A new TrainConfig field gets a flag here, or joins the short list of --config-only ones."""
+    """A new TrainConfig field gets a flag (its type and help from the field), or joins the short
+    list of --config-only ones."""
+    from mona_tune.cli import build_parser
+    from mona_tune.cli.train import train_flags
     from mona_tune.config import TrainConfig
-    from mona_tune.cli.train import _FIELD_FLAGS
 
     config_only = {"uniformity_t", "betas"}
-    flagged = set(_FIELD_FLAGS) | {"bf16", "first_order"}
-    assert set(TrainConfig.model_fields) - flagged == config_only
+    assert set(TrainConfig.model_fields) - set(train_flags()) == config_only
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    by_dest = {a.dest: a for a in train._actions}
+    for name in train_flags():
+        action = by_dest[name]
+        assert action.option_strings == ["--" + name.replace("_", "-")]
+        assert action.help.startswith(TrainConfig.model_fields[name].description)
+    assert by_dest["grad_clip"].type.__name__ == "float_or_none"
+    assert by_dest["n_train"].type is int and by_dest["lam"].type is float
+    assert by_dest["bf16"].nargs == 0 and by_dest["first_order"].nargs == 0  # switches

@@ -17,15 +17,9 @@ import yaml
 
 from mona_tune.errors import MonaError
 
-# TrainConfig fields with their own flag (the rest through --set KEY=VALUE)
-_FIELD_FLAGS = {
-    "source_model": "timm model name of the source encoder, "
-                    "e.g. swin_base_patch4_window7_224.ms_in22k",
-    "weights": "local checkpoint / safetensors file for --source-model (offline clusters)",
-    "source_data": "'digits' (default), 'fractals' or 'cifar10:DIR'",
-    "data_dir": "directory with the task's real data files (default: generated embedded data)",
-    "device": "cpu, cuda, auto (default: auto)",
-}
+# TrainConfig fields with their own flag here (the rest through --set KEY=VALUE); their help is
+# the field's description
+_FIELD_FLAGS = ("source_model", "weights", "source_data", "data_dir", "device")
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,8 +76,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="start the Ray dashboard on 127.0.0.1 and print how to open it")
     g.add_argument("--dashboard-port", type=int, default=8265)
     g = p.add_argument_group("fixed training fields (override the space file)")
-    for fld, text in _FIELD_FLAGS.items():
-        g.add_argument("--" + fld.replace("_", "-"), dest=f"fix_{fld}", default=None, help=text,
+    from mona_tune.config import TrainConfig
+
+    for fld in _FIELD_FLAGS:
+        g.add_argument("--" + fld.replace("_", "-"), dest=f"fix_{fld}", default=None,
+                       help=TrainConfig.model_fields[fld].description,
                        metavar=fld.split("_")[-1].upper())
     g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="fix any TrainConfig field, e.g. --set epochs=10 (repeatable; YAML values)")

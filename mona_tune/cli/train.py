@@ -18,69 +18,59 @@ from mona_tune.cli.common import float_or_none, read_yaml
 from mona_tune.errors import MonaError
 
 
-# flag -> TrainConfig field, for flags whose value is the field's value. TrainConfig validates the
-# values (bounds, consistency), so a bad one is the same one-line error as in a --config file.
-# Only ``uniformity_t`` (the paper's t = 2) and ``betas`` (a pair) are set through --config alone.
-_FIELD_FLAGS = {
-    "task": str, "method": str, "lam": float, "inner_lr": float, "warmup_epochs": int,
-    "epochs": int, "seed": int, "data_dir": str, "source_model": str, "weights": str,
-    "source_data": str, "device": str, "batch_size": int, "lr": float, "init_embedder": str,
-    "stage1_lr": float, "source_batch_size": int, "probe_every": int, "num_threads": int,
-    "n_train": int, "n_test": int, "val_fraction": float, "resolution": int, "beta": float,
-    "weight_decay": float, "lr_warmup_epochs": float, "grad_clip": float_or_none,
-    "probe_samples": int, "orca_distance": str,
-}
-_HELP = {
-    "task": "task name (darcy, pdebench-darcy)",
-    "method": "mona, emb, orca, ft or scratch",
-    "lam": "λ: weight of MoNA's outer (alignment + uniformity) loss",
-    "inner_lr": "α: step size of MoNA's simulated inner fine-tuning step",
-    "warmup_epochs": "stage-1 epochs (embedder only)",
-    "epochs": "stage-2 epochs (fine-tuning everything)",
-    "data_dir": "directory of real data files (default: the embedded generated data)",
-    "source_model": "timm Swin name, e.g. swin_base_patch4_window7_224.ms_in22k "
-                    "(default: the embedded digits Swin)",
-    "weights": "local checkpoint or .safetensors for --source-model (offline machines)",
-    "source_data": "digits (default), fractals (FractalDB-style, generated) or cifar10:DIR (the "
-                   "CIFAR-10 python-pickle directory)",
-    "device": "auto (CUDA when present), cpu, cuda, cuda:N",
-    "init_embedder": "an embedder directory written by a previous run (skips stage 1)",
-    "probe_every": "measure source_probe_error every k stage-2 epochs (always at the end)",
-    "n_train": "training samples read from the data (default: the task's)",
-    "n_test": "test samples read from the data (default: the task's)",
-    "val_fraction": "validation samples as a share of the training samples (darcy: the "
-                    "smooth2 samples after the test block where the file holds them, else held "
-                    "out of the training samples)",
-    "resolution": "grid points per side after subsampling (default: 85 for darcy, "
-                  "64 for pdebench-darcy)",
-    "beta": "PDEBench Darcy β: reads 2D_DarcyFlow_beta<β>_Train.hdf5 from --data-dir",
-    "weight_decay": "AdamW weight decay of stage 2",
-    "lr_warmup_epochs": "stage-2 epochs of linear learning-rate warm-up",
-    "grad_clip": "gradient-norm clipping; 'none' switches it off",
-    "probe_samples": "held-out source images of the linear probe (half fit, half scored)",
-    "orca_distance": "orca's stage-1 distance: otdd (as published) or mmd (cheaper)",
-}
+# TrainConfig fields set through --config alone: a pair, and the paper's constant t = 2
+CONFIG_ONLY = ("uniformity_t", "betas")
+
+
+def _flag_type(annotation):
+    """The argparse type of a TrainConfig field: its own scalar type, ``float_or_none`` where
+    ``none`` switches the field off, ``str`` for a choice (TrainConfig validates the value, so a
+    bad one is the same one-line error as in a --config file); None for a boolean switch."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = isinstance(annotation, types.UnionType) and len(args) == 1
+    base = args[0] if optional else annotation
+    if base is bool:
+        return None
+    if base is float and optional:
+        return float_or_none
+    if base in (int, float, str):
+        return base
+    if typing.get_origin(base) is typing.Literal:
+        return str
+    raise TypeError(f"no flag type for {annotation!r}")  # a new kind of field: say how here
+
+
+def train_flags() -> dict[str, object]:
+    """TrainConfig field -> its flag's argparse type (None: a switch), every field but
+    :data:`CONFIG_ONLY`."""
+    from mona_tune.config import TrainConfig
+
+    return {name: _flag_type(field.annotation) for name, field in TrainConfig.model_fields.items()
+            if name not in CONFIG_ONLY}
 
 
 def _help(name: str) -> str:
     from mona_tune.config import TrainConfig
 
     field = TrainConfig.model_fields[name]
-    text = _HELP.get(name) or field.description or name.replace("_", " ")
-    return text if field.default is None else f"{text} (default: {field.default})"
+    text = field.description or name.replace("_", " ")
+    return text if field.default in (None, False) else f"{text} (default: {field.default})"
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
                         help="YAML file of TrainConfig fields; flags override it")
-    for name, typ in _FIELD_FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ,
-                            default=argparse.SUPPRESS, help=_help(name))
-    parser.add_argument("--bf16", action="store_true", default=argparse.SUPPRESS,
-                        help="bfloat16 autocast")
-    parser.add_argument("--first-order", dest="first_order", action="store_true",
-                        default=argparse.SUPPRESS,
-                        help="first-order (finite-difference) MoNA gradient")
+    for name, typ in train_flags().items():
+        flag = "--" + name.replace("_", "-")
+        if typ is None:
+            parser.add_argument(flag, dest=name, action="store_true", default=argparse.SUPPRESS,
+                                help=_help(name))
+        else:
+            parser.add_argument(flag, dest=name, type=typ, default=argparse.SUPPRESS,
+                                help=_help(name))
     parser.add_argument("--out", type=Path, default=None,
                         help="keep a checkpoint per epoch, final.json and the embedder here")
     parser.add_argument("--resume", action="store_true", help="continue from --out DIR")
@@ -88,7 +78,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    keys = set(_FIELD_FLAGS) | {"bf16", "first_order"}
+    keys = set(train_flags())
     return {k: v for k, v in vars(args).items() if k in keys}
 
 
