@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Method = Literal["mona", "emb", "orca", "ft", "scratch"]
 METHODS: tuple[str, ...] = ("mona", "emb", "orca", "ft", "scratch")
+# the names of models.source.SOURCE_DATASETS; "cifar10" takes a directory (cifar10:DIR)
+SOURCE_DATA: tuple[str, ...] = ("digits", "fractals", "cifar10")
+SOURCE_DATA_WITH_ARGUMENT: tuple[str, ...] = ("cifar10",)
 
 
 class TrainConfig(BaseModel):
@@ -100,10 +103,13 @@ class TrainConfig(BaseModel):
             raise ValueError("weights needs source_model (the timm architecture the file belongs to)")
         if self.first_order and self.method != "mona":
             raise ValueError("first_order applies only to method 'mona'")
-        if self.source_data and not (
-            self.source_data in ("fractals", "digits") or self.source_data.startswith("cifar10:")
-        ):
-            raise ValueError("source_data must be 'fractals', 'digits' or 'cifar10:DIR'")
+        if self.source_data:
+            name, colon, argument = self.source_data.partition(":")
+            takes = name in SOURCE_DATA_WITH_ARGUMENT
+            if name not in SOURCE_DATA or (takes and not argument) or (colon and not takes):
+                raise ValueError("source_data must be " + ", ".join(
+                    f"'{n}:DIR'" if n in SOURCE_DATA_WITH_ARGUMENT else f"'{n}'"
+                    for n in SOURCE_DATA))
         return self
 
     @property

@@ -219,3 +219,25 @@ def test_digits_split_is_fixed_and_disjoint():
     assert torch.equal(a.y_probe, b.y_probe)
     assert (len(a.y_pretrain), len(a.y_align), len(a.y_probe)) == (1097, 300, 400)
     assert a.x_probe.shape[1:] == (3, 8, 8) and int(a.x_probe.max()) == 255
+
+
+def test_the_source_data_registry_matches_the_config():
+    """config.SOURCE_DATA names the registered sources (the config checks a name without
+    importing the models); a bad name or a missing directory is refused by the config."""
+    from pydantic import ValidationError
+
+    from mona_tune.config import SOURCE_DATA, TrainConfig
+    from mona_tune.models.source import SOURCE_DATASETS, load_source_data, register_source_data
+
+    assert set(SOURCE_DATASETS) == set(SOURCE_DATA)
+    for ok in ("digits", "fractals", "cifar10:/data/c10"):
+        assert TrainConfig(source_data=ok).source_data == ok
+    for bad in ("mnist", "cifar10", "cifar10:", "digits:x"):
+        with pytest.raises(ValidationError, match="source_data must be 'digits', 'fractals', "
+                                                  "'cifar10:DIR'"):
+            TrainConfig(source_data=bad)
+    with pytest.raises(MonaError, match=r"unknown source data 'mnist' \(known: cifar10, "
+                                        r"digits, fractals\)"):
+        load_source_data("mnist")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_source_data("digits")(lambda a, n: None)

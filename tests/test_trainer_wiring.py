@@ -296,7 +296,7 @@ def test_source_batches_are_class_balanced(size, counts):
 def test_stage1_options_reach_the_gradient(monkeypatch):
     """``first_order`` and ``uniformity_t`` change the gradient by little (the first-order form
     approximates the second-order one), so a pass-through wrapper records what the trainer asks."""
-    from mona_tune.train import trainer as trainer_mod
+    from mona_tune.train import stage1
 
     calls = []
 
@@ -304,7 +304,7 @@ def test_stage1_options_reach_the_gradient(monkeypatch):
         calls.append(kwargs)
         return mona_gradient(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "mona_gradient", recorded)
+    monkeypatch.setattr(stage1, "mona_gradient", recorded)
     cfg = tiny(method="mona", first_order=True, uniformity_t=3.0, lam=0.25, inner_lr=0.5)
     Trainer(cfg, callback=stop_after(1)).fit()
     assert calls == [{"inner_lr": 0.5, "lam": 0.25, "t": 3.0, "first_order": True}]
@@ -376,3 +376,16 @@ def test_two_stage_2_steps_follow_clipped_adamw():
 
     assert gap(replay(clip)) < 2e-6
     assert gap(replay(None)) > 2e-5  # the clipping matters here
+
+
+def test_the_stage1_registry_holds_every_method_with_a_stage_1():
+    """config.Method names the methods; those with a stage 1 are registered, ft and scratch
+    (no stage 1) are not, and a name cannot be registered twice."""
+    from mona_tune.config import METHODS
+    from mona_tune.train.stage1 import STAGE1_METHODS, register_stage1
+
+    assert set(STAGE1_METHODS) == set(METHODS) - {"ft", "scratch"}
+    assert {n: m.uses_source for n, m in STAGE1_METHODS.items()} == \
+        {"mona": True, "emb": False, "orca": True}
+    with pytest.raises(ValueError, match="registered twice"):
+        register_stage1("emb", uses_source=False)(lambda b: None)

@@ -33,6 +33,7 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,19 +96,32 @@ class SourceData:
     y_probe: Tensor
 
 
+# name -> loader(argument, probe_samples): ``source_data`` is ``NAME`` or ``NAME:ARGUMENT``
+# (``cifar10:DIR``). A new source is a loader registered with :func:`register_source_data` and its
+# name in ``config.SOURCE_DATA`` (which checks a config without importing the models).
+SOURCE_DATASETS: dict[str, Callable[[str, int], SourceData]] = {}
+
+
+def register_source_data(name: str):
+    def add(fn: Callable[[str, int], SourceData]):
+        if name in SOURCE_DATASETS:
+            raise ValueError(f"source data {name!r} registered twice")
+        SOURCE_DATASETS[name] = fn
+        return fn
+    return add
+
+
 def load_source_data(spec: str | None, probe_samples: int = 400) -> SourceData:
     """``digits`` (default), ``fractals`` or ``cifar10:DIR``; see the module docstring."""
-    spec = spec or DEFAULT_SOURCE_DATA
-    if spec == "fractals":
-        return _fractals(probe_samples)
-    if spec == "digits":
-        return _digits(probe_samples)
-    if spec.startswith("cifar10:"):
-        return _cifar10(Path(spec.removeprefix("cifar10:")).expanduser(), probe_samples)
-    raise MonaError(f"unknown source data {spec!r} (use 'digits' or 'cifar10:DIR')")
+    name, _, argument = (spec or DEFAULT_SOURCE_DATA).partition(":")
+    if name not in SOURCE_DATASETS:
+        raise MonaError(f"unknown source data {spec!r} (known: "
+                        + ", ".join(sorted(SOURCE_DATASETS)) + ")")
+    return SOURCE_DATASETS[name](argument, probe_samples)
 
 
-def _digits(probe_samples: int) -> SourceData:
+@register_source_data("digits")
+def _digits(_: str, probe_samples: int) -> SourceData:
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -120,7 +134,8 @@ def _digits(probe_samples: int) -> SourceData:
     return SourceData("digits", 10, x[pre], y[pre], x[ali], y[ali], x[pro], y[pro])
 
 
-def _fractals(probe_samples: int) -> SourceData:
+@register_source_data("fractals")
+def _fractals(_: str, probe_samples: int) -> SourceData:
     from mona_tune.models.fractals import fractal_images
 
     x, y, part = fractal_images()
@@ -164,7 +179,9 @@ def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(data.copy()), torch.from_numpy(labels)
 
 
-def _cifar10(root: Path, probe_samples: int) -> SourceData:
+@register_source_data("cifar10")
+def _cifar10(directory: str, probe_samples: int) -> SourceData:
+    root = Path(directory).expanduser()
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     if not root.is_dir():
         raise MonaError(f"CIFAR-10 directory {root} not found (--source-data cifar10:DIR, the "

@@ -1,4 +1,6 @@
-"""Stage 1: the embedder-only objectives of ``mona``, ``emb`` and ``orca``, as gradients.
+"""Stage 1: the embedder-only objectives of ``mona``, ``emb`` and ``orca``, as gradients, and
+the registry the trainer finds them in (:data:`STAGE1_METHODS`; a new method is a function
+registered with :func:`register_stage1`, and its name in ``config.Method``).
 
 Each function returns ``(grads, logs)``: the gradient for every parameter of ``model.embedder``
 (in ``parameters()`` order) and a dict of scalar tensors to log (``loss`` = the objective
@@ -11,6 +13,8 @@ of the whole model on a target batch, α = ``inner_lr``, λ = ``lam``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,7 +22,7 @@ from torch.func import functional_call
 
 from mona_tune.models.assemble import TargetModel, pool
 from mona_tune.train.losses import align_uniform, gaussian_mmd
-from mona_tune.train.otdd import otdd
+from mona_tune.train.otdd import otdd, pseudo_labels
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (normalised prediction, physical target) -> scalar
 
@@ -128,3 +132,58 @@ def orca_gradient(model: TargetModel, x: Tensor, source_tokens: Tensor, *,
         raise ValueError(f"unknown orca distance {distance!r} (otdd, mmd)")
     grads = torch.autograd.grad(value, list(model.embedder.parameters()))
     return list(grads), {"loss": value.detach(), distance: value.detach()}
+
+
+# ---------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class Stage1Batch:
+    """What one stage-1 step sees: the model, a target batch, the task loss, a labelled source
+    batch (for methods that use one), the run's config and orca's pseudo-label centres."""
+
+    model: TargetModel
+    x: Tensor
+    y: Tensor
+    loss_fn: LossFn
+    xs: Tensor | None
+    ys: Tensor | None
+    cfg: Any  # TrainConfig
+    orca_centres: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Stage1Method:
+    name: str
+    uses_source: bool  # draws a labelled source batch every step
+    gradient: Callable[[Stage1Batch], tuple[list, dict]]
+
+
+STAGE1_METHODS: dict[str, Stage1Method] = {}
+
+
+def register_stage1(name: str, *, uses_source: bool):
+    """Register ``fn(batch: Stage1Batch) -> (grads, logs)`` as the stage 1 of method ``name``."""
+    def add(fn):
+        if name in STAGE1_METHODS:
+            raise ValueError(f"stage-1 method {name!r} registered twice")
+        STAGE1_METHODS[name] = Stage1Method(name, uses_source, fn)
+        return fn
+    return add
+
+
+@register_stage1("mona", uses_source=True)
+def _mona(b: Stage1Batch) -> tuple[list, dict]:
+    c = b.cfg
+    return mona_gradient(b.model, b.x, b.y, b.loss_fn, b.xs, b.ys, inner_lr=c.inner_lr,
+                         lam=c.lam, t=c.uniformity_t, first_order=c.first_order)
+
+
+@register_stage1("emb", uses_source=False)
+def _emb(b: Stage1Batch) -> tuple[list, dict]:
+    return emb_gradient(b.model, b.x, b.y, b.loss_fn)
+
+
+@register_stage1("orca", uses_source=True)
+def _orca(b: Stage1Batch) -> tuple[list, dict]:
+    labels = b.y if b.orca_centres is None else pseudo_labels(b.y, b.orca_centres)
+    return orca_gradient(b.model, b.x, b.xs, distance=b.cfg.orca_distance,
+                         target_labels=labels, source_labels=b.ys)

@@ -40,9 +40,9 @@ from mona_tune.models.assemble import build_target_model, read_embedder, write_e
 from mona_tune.models.source import cpu_threads
 from mona_tune.tasks import get_task
 from mona_tune.train import faults, loaded
-from mona_tune.train.otdd import fit_pseudo_label_centres, pseudo_labels
+from mona_tune.train.otdd import fit_pseudo_label_centres
 from mona_tune.train.probe import ProbeEstimate, source_probe
-from mona_tune.train.stage1 import emb_gradient, mona_gradient, orca_gradient
+from mona_tune.train.stage1 import STAGE1_METHODS, Stage1Batch
 
 CHECKPOINT_FILE = "trainer.pt"
 CHECKPOINT_FORMAT = 1
@@ -225,25 +225,15 @@ class Trainer:
     # ------------------------------------------------------------------ epochs
     def _stage1_epoch(self) -> dict:
         cfg, model = self.cfg, self.model
+        method = STAGE1_METHODS[cfg.method]  # stage1_epochs is 0 for ft and scratch
         params = list(model.embedder.parameters())
         sums: dict[str, float] = {}
         seen = 0
         for step, (x, y) in enumerate(self._batches()):
             with self._autocast():
-                if cfg.method == "mona":
-                    xs, ys = self._source_batch()
-                    grads, logs = mona_gradient(
-                        model, x, y, self._loss, xs, ys, inner_lr=cfg.inner_lr, lam=cfg.lam,
-                        t=cfg.uniformity_t, first_order=cfg.first_order)
-                elif cfg.method == "emb":
-                    grads, logs = emb_gradient(model, x, y, self._loss)
-                elif cfg.method == "orca":
-                    xs, ys = self._source_batch()
-                    labels = y if self.orca_centres is None else pseudo_labels(y, self.orca_centres)
-                    grads, logs = orca_gradient(model, x, xs, distance=cfg.orca_distance,
-                                                target_labels=labels, source_labels=ys)
-                else:  # pragma: no cover - stage1_epochs is 0 for ft and scratch
-                    raise AssertionError(cfg.method)
+                xs, ys = self._source_batch() if method.uses_source else (None, None)
+                grads, logs = method.gradient(Stage1Batch(model, x, y, self._loss, xs, ys, cfg,
+                                                          self.orca_centres))
             self._check(logs["loss"], "the stage-1 loss", step)
             for p, g in zip(params, grads):
                 p.grad = g.to(p.dtype)
