@@ -22,6 +22,7 @@ from mona_tune.errors import MonaError
 _FIELD_FLAGS = ("source_model", "weights", "source_data", "data_dir", "device")
 
 
+# long: one argparse declaration per flag, grouped as `mona-tune search --help` shows them
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Hyperparameter search over MoNA training runs with Ray Tune (Optuna TPE or "
                      "random sampling, ASHA or FIFO scheduling); every trial tracked in MLflow.")
@@ -157,8 +158,6 @@ def _check_places(args, storage: str, tracking_uri: str, fixed: dict) -> None:
     from mona_tune.cluster import storage as storage_io
     from mona_tune.tracking.mlflow_runs import redact, sqlite_path
 
-    if not 0 < args.dashboard_port < 65536:
-        raise MonaError(f"--dashboard-port {args.dashboard_port}: not a TCP port")
     if not storage_io.is_uri(storage):
         check_creatable(storage, "--storage")
     db = sqlite_path(tracking_uri)
@@ -184,44 +183,60 @@ def _tracking_uri(args) -> str:
         else default_tracking_uri()
 
 
+# SearchConfig fields -> the flag that sets them: a value out of the model's bounds is named by
+# its flag (the bounds themselves are the models', in config.py)
+_FLAG_OF = {
+    "num_samples": "--num-samples", "max_concurrent": "--max-concurrent",
+    "time_budget_s": "--time-budget", "scheduler.grace_period": "--grace-period",
+    "scheduler.max_t": "--max-t", "scheduler.reduction_factor": "--reduction-factor",
+    "checkpoint.num_to_keep": "--checkpoint-keep", "cpus_per_trial": "--cpus-per-trial",
+    "gpus_per_trial": "--gpus-per-trial", "max_failures": "--max-failures",
+    "prepare_timeout_s": "--prepare-timeout", "dashboard_port": "--dashboard-port",
+}
+
+
 def build_search(args):
     """Flags (+ the space file) -> (SearchConfig, SearchSpace, param_space, space_yaml, resume)."""
-    from mona_tune.config import (
-        CheckpointSpec,
-        SchedulerSpec,
-        SearchConfig,
-        SearchSpace,
-    )
-    from mona_tune.search import driver
     from mona_tune.cluster import storage as storage_io
-    from mona_tune.search.space import (
-        dump_space,
-        load_space,
-        resolve_space_path,
-        to_param_space,
-    )
-    from mona_tune.tasks import get_task
-    from mona_tune.tracking.mlflow_runs import normalize_tracking_uri
 
     storage = storage_io.storage_path(args.storage)
     if args.resume:
-        if not args.name:
-            raise MonaError("--resume needs --name NAME (the search to continue)")
-        exp = storage_io.join(storage, args.name)
-        meta = driver.read_meta(exp)
-        if meta is None:
-            raise MonaError(f"--resume: no search {args.name!r} under {storage} "
-                            f"({driver.META_FILE} not found in {exp})")
-        scfg = SearchConfig.model_validate({**meta["search_config"], "storage": storage})
-        # the cluster is chosen anew (the original one may be gone), and the tracking store may be
-        # reached under another address (a server restarted elsewhere); the rest is the search's
-        scfg.address = args.address
-        scfg.dashboard = args.dashboard
-        if args.tracking_uri:
-            scfg.tracking_uri = normalize_tracking_uri(args.tracking_uri)
-        space = SearchSpace.model_validate(yaml.safe_load(meta["space_yaml"]))
-        param_space = to_param_space(space, scfg.task, meta.get("param_space_fixed", {}))
-        return scfg, space, param_space, meta["space_yaml"], True
+        return _resumed_search(args, storage)
+    return _new_search(args, storage)
+
+
+def _resumed_search(args, storage: str):
+    """The search saved under ``--name``: its settings, space and fixed fields as they were, with
+    the cluster chosen anew and the tracking store where ``--tracking-uri`` says it is now."""
+    from mona_tune.cluster import storage as storage_io
+    from mona_tune.config import SearchConfig, SearchSpace
+    from mona_tune.search import driver
+    from mona_tune.search.space import to_param_space
+    from mona_tune.tracking.mlflow_runs import normalize_tracking_uri
+
+    if not args.name:
+        raise MonaError("--resume needs --name NAME (the search to continue)")
+    exp = storage_io.join(storage, args.name)
+    meta = driver.read_meta(exp)
+    if meta is None:
+        raise MonaError(f"--resume: no search {args.name!r} under {storage} "
+                        f"({driver.META_FILE} not found in {exp})")
+    scfg = SearchConfig.model_validate({**meta["search_config"], "storage": storage})
+    # the cluster is chosen anew (the original one may be gone), and the tracking store may be
+    # reached under another address (a server restarted elsewhere); the rest is the search's
+    scfg.address = args.address
+    scfg.dashboard = args.dashboard
+    if args.tracking_uri:
+        scfg.tracking_uri = normalize_tracking_uri(args.tracking_uri)
+    space = SearchSpace.model_validate(yaml.safe_load(meta["space_yaml"]))
+    param_space = to_param_space(space, scfg.task, meta.get("param_space_fixed", {}))
+    return scfg, space, param_space, meta["space_yaml"], True
+
+
+def _new_search(args, storage: str):
+    from mona_tune.cluster import storage as storage_io
+    from mona_tune.search.space import dump_space, load_space, resolve_space_path, to_param_space
+    from mona_tune.tasks import get_task
 
     task = get_task(args.task)  # unknown task -> MonaError
     space_path = resolve_space_path(args.space, task.name)
@@ -231,61 +246,61 @@ def build_search(args):
     fixed = {k: v for k, v in param_space.items() if k not in space.searched}
     _validate_fixed(fixed, "fixed fields (space file + flags)")
 
-    for flag, value in (("--num-samples", args.num_samples),
-                        ("--max-concurrent", args.max_concurrent),
-                        ("--grace-period", args.grace_period), ("--max-t", args.max_t),
-                        ("--checkpoint-keep", args.checkpoint_keep)):
-        if value is not None and value < 1:
-            raise MonaError(f"{flag} {value}: must be at least 1")
-    if args.reduction_factor is not None and args.reduction_factor <= 1:
-        raise MonaError(f"--reduction-factor {args.reduction_factor}: must be above 1")
-    if args.cpus_per_trial <= 0:
-        raise MonaError(f"--cpus-per-trial {args.cpus_per_trial}: must be positive")
-    if args.prepare_timeout_s <= 0:
-        raise MonaError(f"--prepare-timeout {args.prepare_timeout_s}: must be positive")
-    if args.gpus_per_trial < 0:
-        raise MonaError(f"--gpus-per-trial {args.gpus_per_trial}: must not be negative")
-
-    sched = space.scheduler.model_dump()
-    for key in ("grace_period", "reduction_factor", "max_t"):
-        if getattr(args, key) is not None:
-            sched[key] = getattr(args, key)
-    if args.scheduler is not None:
-        sched["kind"] = args.scheduler
-    scheduler = SchedulerSpec.model_validate(sched)
-    if scheduler.max_t is not None and scheduler.grace_period > scheduler.max_t:
-        raise MonaError(f"--grace-period {scheduler.grace_period}: above max_t {scheduler.max_t}")
-    ckpt = space.checkpoint.model_dump()
-    if args.checkpoint_keep is not None:
-        ckpt["num_to_keep"] = args.checkpoint_keep
-
     name = args.name or f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not _NAME_RE.match(name):
         raise MonaError(f"--name {name!r}: use letters, digits, '.', '_' and '-' "
                         "(it names a directory and an MLflow run)")
+    tracking_uri = _tracking_uri(args)
+    scfg = _search_config(args, space, task=task.name, space_file=str(space_path), name=name,
+                          storage=storage, tracking_uri=tracking_uri)
     exp = storage_io.join(storage, name)
     if storage_io.exists(exp):
         raise MonaError(f"--name {name}: {exp} already exists; add --resume to continue it or "
                         "choose another name")
-    tracking_uri = _tracking_uri(args)
     _check_places(args, storage, tracking_uri, fixed)
-    budget = space.budget
-    scfg = SearchConfig(
-        task=task.name, space_file=str(space_path), name=name, storage=storage,
-        tracking_uri=tracking_uri, search=args.search, seed=args.seed,
-        num_samples=args.num_samples or budget.num_samples,
-        max_concurrent=args.max_concurrent or budget.max_concurrent,
-        time_budget_s=args.time_budget_s or budget.time_budget_s,
-        scheduler=scheduler, checkpoint=CheckpointSpec.model_validate(ckpt),
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_failures=args.max_failures, address=args.address, dashboard=args.dashboard,
-        prepare_timeout_s=args.prepare_timeout_s,
-        dashboard_port=args.dashboard_port, register_model=not args.no_register,
-        verbose=0 if args.quiet else 1,
-    )
     if extra:
         space = space.model_copy(update={"fixed": {**space.fixed, **extra}})
     return scfg, space, param_space, dump_space(space), False
+
+
+def _search_config(args, space, **given):
+    """The SearchConfig of the flags over the space file's budget, scheduler and checkpoint
+    sections; a value out of bounds is one line naming its flag."""
+    from pydantic import ValidationError
+
+    from mona_tune.config import SearchConfig
+
+    def flag_or(value, default):
+        return default if value is None else value
+
+    budget = space.budget
+    sched = space.scheduler.model_dump()
+    for key in ("grace_period", "reduction_factor", "max_t"):
+        sched[key] = flag_or(getattr(args, key), sched[key])
+    sched["kind"] = flag_or(args.scheduler, sched["kind"])
+    ckpt = {**space.checkpoint.model_dump(),
+            "num_to_keep": flag_or(args.checkpoint_keep, space.checkpoint.num_to_keep)}
+    values = dict(
+        **given, search=args.search, seed=args.seed,
+        num_samples=flag_or(args.num_samples, budget.num_samples),
+        max_concurrent=flag_or(args.max_concurrent, budget.max_concurrent),
+        time_budget_s=flag_or(args.time_budget_s, budget.time_budget_s),
+        scheduler=sched, checkpoint=ckpt,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures, address=args.address, dashboard=args.dashboard,
+        prepare_timeout_s=args.prepare_timeout_s, dashboard_port=args.dashboard_port,
+        register_model=not args.no_register, verbose=0 if args.quiet else 1)
+    try:
+        scfg = SearchConfig.model_validate(values)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        flag = _FLAG_OF.get(loc, loc)
+        raise MonaError(f"{flag} {e['input']}: {e['msg'].lower()}") from None
+    sch = scfg.scheduler
+    if sch.max_t is not None and sch.grace_period > sch.max_t:
+        raise MonaError(f"--grace-period {sch.grace_period}: above max_t {sch.max_t}")
+    return scfg
 
 
 def run_search_command(args) -> int:

@@ -67,6 +67,7 @@ def plot_curves(rows: list[dict], metric: str, outcomes: dict, best_trial: str |
     return path
 
 
+# long: one matplotlib figure drawn top to bottom; split, its steps would share a dozen locals
 def plot_trials(table: list[dict], path: Path, *, metric: str, searched: list[str],
                 best_trial: str | None, title: str) -> Path:
     """One panel per searched hyperparameter: its value against the trial's last validation

@@ -63,6 +63,7 @@ document.querySelectorAll('th').forEach((th, col) => th.addEventListener('click'
 """
 
 
+# long: the page is written in the order it reads (head, table header, one row per trial)
 def write_trials_html(table: list[dict], path: Path, *, metric: str, mode: str,
                       searched: list[str], best_trial: str | None, title: str,
                       test_key: str | None = None, tracking_uri: str | None = None,

@@ -330,6 +330,8 @@ def run_trial(config: dict, settings: TrialSettings) -> None:
                 checkpoint=tune.get_checkpoint(), node_tags=node)
 
 
+# long: one trial from start to end in order (open run, train, report, close), as a reader
+# follows it; each step is a call to a named helper
 def train_trial(config: dict, settings: TrialSettings, *, trial_id: str, trial_name: str,
                 checkpoint=None, node_tags: dict | None = None) -> None:
     """One trial attempt: a new trainer, or the one in ``checkpoint`` (a ``tune.Checkpoint``);

@@ -198,6 +198,7 @@ def headline(result: dict) -> str:
             f"({result['seeds']} seeds)")
 
 
+# long: one matplotlib figure of three panels, drawn top to bottom
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
