@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: search test bench install clean mutation
+.PHONY: search test test-unit bench install clean mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ search: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# the fast unit tests alone (tests/unit, about two minutes); `make test` runs them and tests/system
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests/unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -359,3 +359,13 @@ def local_ray(faults_file: Path, num_cpus: int = 2):
             os.environ.pop("MONA_TUNE_FAULT", None)
         else:
             os.environ["MONA_TUNE_FAULT"] = before
+
+
+def private_mounts_work() -> bool:
+    """``unshare -m`` with a tmpfs mount (root or CAP_SYS_ADMIN) gives node B its own disk."""
+    probe = "mount -t tmpfs tmpfs /mnt && umount /mnt"
+    try:
+        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", probe],
+                              capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False

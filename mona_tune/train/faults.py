@@ -1,6 +1,6 @@
 """Test-only fault injection into training runs; inert unless ``$MONA_TUNE_FAULT`` is set.
 
-The fault suite (``tests/test_faults.py``) sets ``MONA_TUNE_FAULT`` to a JSON list of faults, or
+The fault suite (``tests/system/test_faults.py``) sets ``MONA_TUNE_FAULT`` to a JSON list of faults, or
 to the path of a file holding one (read at every epoch, so a running Ray cluster's workers see a
 new list without a restart). Never set it outside tests. Each fault is a dict:
 

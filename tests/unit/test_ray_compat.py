@@ -51,7 +51,7 @@ def test_a_missing_name_is_reported(monkeypatch):
 
 
 def test_the_ray_bound_is_the_versions_tested():
-    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    deps = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     ray_dep = next(d for d in deps["project"]["dependencies"] if d.startswith("ray["))
     upper = re.search(r"<\s*([\d.]+)", ray_dep)
     assert upper, f"{ray_dep}: no upper bound"

@@ -1,7 +1,7 @@
 """The cluster package's plumbing without a cluster: the storage paths, what the preflight checks
 on a node and what it leaves behind, where a Ray token is looked for, what the dashboard line
 says, and which nodes can hold a trial. (The same code on a real two-node cluster:
-tests/test_cluster.py.)"""
+tests/system/test_two_nodes.py.)"""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_the_driver_cannot_create_its_storage_is_its_own_fault(tmp_path):
 
 
 def test_preflight_names_the_node_at_fault_and_leaves_nothing(tmp_path, monkeypatch):
-    """preflight() with each node's check run here (the real Ray tasks: tests/test_cluster.py):
+    """preflight() with each node's check run here (the real Ray tasks: tests/system/test_two_nodes.py):
     the first fault is one line naming its node; the markers and folders made are removed."""
     good, bad = nodes.Node("a" * 56, "10.0.0.1", 2, 0), nodes.Node("b" * 56, "10.0.0.2", 2, 0)
 

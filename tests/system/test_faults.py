@@ -12,7 +12,7 @@ that is stopped and restarted, drivers in their own processes killed with SIGKIL
 - ``test_driver_killed_then_resumed_asha``: the driver SIGKILLed while trials run and write
   checkpoints, Tune's experiment snapshots only those it takes on adding a trial; ``--resume``
   completes with one run per trial (none lost, none run twice) and ASHA stops the trials an
-  uninterrupted search stops (the seeded search of tests/test_search_e2e.py);
+  uninterrupted search stops (the seeded search of tests/system/test_search_e2e.py);
 - ``test_read_only_storage``: a read-only storage folder is one line on stderr, exit status 2.
 
 The module ends with one line: faults injected, survived, runs lost, duplicates.
@@ -214,7 +214,7 @@ def test_trial_faults_and_a_tracking_outage(ray_address, faults_file, tally, tmp
 
 def test_driver_killed_then_resumed_asha(ray_address, faults_file, tally, tmp_path,
                                          monkeypatch, capsys):
-    """The seeded ASHA search of tests/test_search_e2e.py, its driver SIGKILLed while the
+    """The seeded ASHA search of tests/system/test_search_e2e.py, its driver SIGKILLed while the
     first useless trial waits before its first rung (and the others train and checkpoint):
     ``--resume`` gives what the uninterrupted search gives."""
     monkeypatch.chdir(tmp_path)

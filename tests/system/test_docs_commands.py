@@ -26,7 +26,7 @@ import pytest
 from mona_tune.cli import build_parser
 from mona_tune.errors import MonaError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ["README.md", "cluster/README.md"]
 
 _FENCE = re.compile(r"^\s*(```|~~~)")

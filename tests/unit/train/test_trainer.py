@@ -14,7 +14,7 @@ from mona_tune.config import TrainConfig
 from mona_tune.errors import MonaError
 from mona_tune.train.trainer import Trainer, TrainingDiverged
 
-from test_models import write_cifar_dir
+from files import write_cifar_dir
 
 
 pytestmark = pytest.mark.usefixtures("fast_source")

@@ -105,7 +105,7 @@ def _stand_in_source_model(cache: Path) -> None:
     def untrained(model, data, recipe, progress, folder):
         return src._embedded_net(data.num_classes), {"heldout_accuracy": float("nan"),
                                                      "train_seconds": 0.0,
-                                                     "stand_in": "tests/test_ui_browser.py"}
+                                                     "stand_in": "tests/system/test_ui_browser.py"}
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MONA_TUNE_CACHE", str(cache))

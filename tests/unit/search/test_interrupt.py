@@ -1,6 +1,6 @@
 """The full-storage watch around ``Tuner.fit()`` (``search/interrupt.py``), without Ray running:
 the first write that finds the storage full frees the reserve and asks Tune to stop (SIGUSR1);
-other errors do neither. The whole path, on a tmpfs that fills, is tests/test_disk_full.py."""
+other errors do neither. The whole path, on a tmpfs that fills, is tests/system/test_disk_full.py."""
 
 from __future__ import annotations
 

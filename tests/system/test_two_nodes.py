@@ -28,21 +28,11 @@ import pytest
 import services
 from mona_tune.tracking import mlflow_runs as mr
 
-def _private_mounts_work() -> bool:
-    """``unshare -m`` with a tmpfs mount (root or CAP_SYS_ADMIN) gives node B its own disk."""
-    probe = "mount -t tmpfs tmpfs /mnt && umount /mnt"
-    try:
-        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", probe],
-                              capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not services.PG_BIN.joinpath("initdb").exists(),
                        reason="PostgreSQL 15 is not installed (Debian's postgresql-15)"),
-    pytest.mark.skipif(not _private_mounts_work(),
+    pytest.mark.skipif(not services.private_mounts_work(),
                        reason="no private mount namespace here (`unshare -m` needs root)"),
 ]
 

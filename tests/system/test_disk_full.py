@@ -19,15 +19,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import services
 from services import wait_for
-from test_cluster import _private_mounts_work
 
 from mona_tune.search.trial import TRIAL_STATE, _whole
 from mona_tune.tracking import mlflow_runs as mr
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not _private_mounts_work(),
+    pytest.mark.skipif(not services.private_mounts_work(),
                        reason="no private mount namespace here (`unshare -m` needs root)"),
 ]
 

@@ -7,7 +7,7 @@ stop one another (ASHA stops a trial strictly worse than its rung's cutoff); the
 test-only fault hook holds every useless trial before its first stage-2 epoch until two sensible
 ones have reported theirs (ASHA's first rung), so every useless trial is stopped at that rung
 whatever the speed of the machine. The driver-kill resume of the same search is in
-tests/test_faults.py.
+tests/system/test_faults.py.
 """
 
 from __future__ import annotations
