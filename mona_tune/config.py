@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 Method = Literal["mona", "emb", "orca", "ft", "scratch"]
 METHODS: tuple[str, ...] = ("mona", "emb", "orca", "ft", "scratch")
@@ -273,7 +273,10 @@ class SearchConfig(BaseModel):
     name: str
     storage: str = Field(description="Ray Tune storage path or URI (absolute)")
     tracking_uri: str
-    search: Literal["optuna", "random"] = "optuna"
+    # "search" in the settings of searches saved before the field was named for what it holds
+    sampler: Literal["optuna", "random"] = Field(
+        "optuna", validation_alias=AliasChoices("sampler", "search"),
+        description="Optuna TPE, or seeded random sampling")
     seed: int = 0
     num_samples: int = Field(8, ge=1)
     max_concurrent: int = Field(2, ge=1)

@@ -42,8 +42,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "sqlite:///<cwd>/mlflow.db; with --resume: the search's own, unless the "
                         "same store is now reached at another address)")
     g = p.add_argument_group("search")
-    g.add_argument("--search", choices=["optuna", "random"], default="optuna",
-                   help="sampler: Optuna TPE (default) or seeded random sampling")
+    g.add_argument("--sampler", "--search", dest="sampler", choices=["optuna", "random"],
+                   default="optuna", help="Optuna TPE (default) or seeded random sampling")
     g.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
     g.add_argument("--num-samples", type=int, default=None, help="trials (default: space file, 8)")
     g.add_argument("--max-concurrent", type=int, default=None,
@@ -281,7 +281,7 @@ def _search_config(args, space, **given):
     ckpt = {**space.checkpoint.model_dump(),
             "num_to_keep": flag_or(args.checkpoint_keep, space.checkpoint.num_to_keep)}
     values = dict(
-        **given, search=args.search, seed=args.seed,
+        **given, sampler=args.sampler, seed=args.seed,
         num_samples=flag_or(args.num_samples, budget.num_samples),
         max_concurrent=flag_or(args.max_concurrent, budget.max_concurrent),
         time_budget_s=flag_or(args.time_budget_s, budget.time_budget_s),

@@ -195,7 +195,7 @@ class _Search:
     def announce(self) -> None:
         scfg = self.scfg
         self.say(f"search {scfg.name}: task {scfg.task}, {scfg.num_samples} trials "
-                 f"({scfg.max_concurrent} at a time), {scfg.search} search, "
+                 f"({scfg.max_concurrent} at a time), {scfg.sampler} search, "
                  f"{scfg.scheduler.kind} scheduler (max_t {self.max_t} stage-2 epochs), "
                  f"metric {self.metric} ({self.mode})")
         self.say(f"  space {scfg.space_file}; searched: "
@@ -249,7 +249,7 @@ class _Search:
 
     def _parent_params(self) -> dict:
         scfg = self.scfg
-        params = {"task": scfg.task, "search": scfg.search, "scheduler": scfg.scheduler.kind,
+        params = {"task": scfg.task, "sampler": scfg.sampler, "scheduler": scfg.scheduler.kind,
                   "grace_period": scfg.scheduler.grace_period,
                   "reduction_factor": scfg.scheduler.reduction_factor, "max_t": self.max_t,
                   "seed": scfg.seed, "num_samples": scfg.num_samples,

@@ -22,7 +22,7 @@ from mona_tune.search.trial import TrialSettings, run_trial, trial_dir_name
 
 
 def _searcher(scfg: SearchConfig, metric: str, mode: str):
-    if scfg.search == "random":
+    if scfg.sampler == "random":
         from mona_tune.search.resumable import ResumableRandom
 
         return ResumableRandom(max_concurrent=scfg.max_concurrent, random_state=scfg.seed)

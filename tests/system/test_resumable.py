@@ -151,7 +151,7 @@ def states(request, tmp_path_factory):
     session_dir = ray.init(num_cpus=2, include_dashboard=False,
                            logging_level="WARNING").address_info["session_dir"]
     scfg = SearchConfig(space_file="-", name="mixed", storage=str(storage), tracking_uri="-",
-                        num_samples=N, max_concurrent=2, seed=3, search=kind,
+                        num_samples=N, max_concurrent=2, seed=3, sampler=kind,
                         scheduler=SchedulerSpec(kind="fifo"))
     exp = storage / "mixed"
     copies: dict[str, Path] = {}

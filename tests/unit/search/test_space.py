@@ -149,3 +149,17 @@ def test_existing_name_without_resume_is_refused(tmp_path, capsys):
                  "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
     err = capsys.readouterr().err
     assert code == 2 and "already exists" in err and "--resume" in err
+
+
+def test_the_sampler_of_a_search_saved_under_its_old_name():
+    """Searches saved before ``SearchConfig.sampler`` had its name hold ``search``; --resume
+    reads them as they are, and writes the new name."""
+    from mona_tune.config import SearchConfig
+
+    saved = {"space_file": "s.yaml", "name": "old", "storage": "/x", "tracking_uri": "u",
+             "search": "random"}
+    scfg = SearchConfig.model_validate(saved)
+    assert scfg.sampler == "random"
+    dumped = scfg.model_dump(mode="json")
+    assert dumped["sampler"] == "random" and "search" not in dumped
+    assert SearchConfig.model_validate(dumped).sampler == "random"
