@@ -35,7 +35,8 @@ bench: $(STAMP)
 MUTATE ?= mona_tune.train.losses* mona_tune.train.stage1* mona_tune.tasks.generate* \
           mona_tune.tasks.darcy* mona_tune.search.results.x_trial_outcome* \
           mona_tune.search.results.x_reconcile_runs* mona_tune.search.trial* \
-          mona_tune.tracking.best* mona_tune.tracking.mlflow_runs* mona_tune.train.trainer*
+          mona_tune.tracking.best* mona_tune.tracking.mlflow_runs* mona_tune.train.trainer* \
+          mona_tune.cluster.* mona_tune.report.*
 MUTATION_SAMPLE ?= 0
 MUTATION_JOBS ?= 2
 MUTANTS := .mutmut-sample
