@@ -32,21 +32,19 @@ VARIANTS = [("optuna", "fifo"), ("optuna", "asha"), ("random", "asha"), ("random
 def run_one(search: str, scheduler: str, seed: int, args) -> dict:
     from ray.tune import ExperimentAnalysis
 
-    from mona_tune.cli import build_parser
-    from mona_tune.cli.search import build_search
     from mona_tune.search.driver import run_search
+    from mona_tune.search.plan import SearchRequest, plan_search
 
     name = f"{search}-{scheduler}-s{seed}-{time.strftime('%H%M%S')}"
-    argv = ["search", "--task", "darcy", "--space", args.space, "--name", name,
-            "--storage", str(OUT / "runs"), "--tracking-uri", f"sqlite:///{OUT / 'mlflow.db'}",
-            "--search", search, "--scheduler", scheduler, "--seed", str(seed),
-            "--num-samples", str(args.num_samples), "--max-concurrent", str(args.max_concurrent),
-            "--quiet", "--no-register"]
-    ns = build_parser().parse_args(argv)
-    scfg, space, param_space, space_yaml, resume = build_search(ns)
+    plan = plan_search(SearchRequest(
+        task="darcy", space=args.space, name=name, storage=str(OUT / "runs"),
+        tracking_uri=f"sqlite:///{OUT / 'mlflow.db'}", sampler=search, scheduler=scheduler,
+        seed=seed, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
+        quiet=True, register_model=False))
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):
-        outcome = run_search(scfg, space, param_space, resume=resume, space_yaml=space_yaml)
+        outcome = run_search(plan.scfg, plan.space, plan.param_space, resume=plan.resume,
+                             space_yaml=plan.space_yaml)
     wall = time.time() - t0
     metric = outcome.metric
     ea = ExperimentAnalysis(outcome.experiment_path, default_metric=metric, default_mode="min")

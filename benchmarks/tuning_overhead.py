@@ -50,21 +50,20 @@ def space_file(case: str) -> Path:
 
 
 def run_case(case: str, concurrency: int) -> dict:
-    from mona_tune.cli import build_parser
-    from mona_tune.cli.search import build_search
     from mona_tune.search.driver import run_search
+    from mona_tune.search.plan import SearchRequest, plan_search
     from mona_tune.tracking import mlflow_runs as mr
 
     uri = f"sqlite:///{OUT / 'mlflow.db'}"
     name = f"{case}-{time.strftime('%H%M%S')}"
-    argv = ["search", "--task", "darcy", "--space", str(space_file(case)), "--name", name,
-            "--storage", str(OUT / "runs"), "--tracking-uri", uri, "--scheduler", "fifo",
-            "--num-samples", str(CASES[case]["trials"]), "--max-concurrent", str(concurrency),
-            "--quiet", "--no-register"]
-    scfg, space, param_space, space_yaml, resume = build_search(build_parser().parse_args(argv))
+    plan = plan_search(SearchRequest(
+        task="darcy", space=str(space_file(case)), name=name, storage=str(OUT / "runs"),
+        tracking_uri=uri, scheduler="fifo", num_samples=CASES[case]["trials"],
+        max_concurrent=concurrency, quiet=True, register_model=False))
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):
-        outcome = run_search(scfg, space, param_space, resume=resume, space_yaml=space_yaml)
+        outcome = run_search(plan.scfg, plan.space, plan.param_space, resume=plan.resume,
+                             space_yaml=plan.space_yaml)
     wall = time.time() - t0
     exp = mr.ensure_experiment(uri, "darcy")
     runs = mr.child_runs(uri, exp, outcome.parent_run_id)

@@ -15,9 +15,9 @@ import sys
 from pydantic import ValidationError
 
 from mona_tune import __version__
-from mona_tune.cli.common import Parser, validation_line
+from mona_tune.cli.common import Parser
 from mona_tune.cli.data import add_data
-from mona_tune.errors import MonaError
+from mona_tune.errors import MonaError, validation_line
 
 
 def _add_train(sub) -> None:

@@ -1,12 +1,10 @@
-"""What every command shares: the parser whose errors are one line, a validation error as one
-line, a YAML file of config fields, and a number-or-none flag type."""
+"""What every command shares: the parser whose errors are one line, a YAML file of config
+fields, and a number-or-none flag type."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from mona_tune.errors import MonaError
 
@@ -16,18 +14,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise MonaError(f"{self.prog}: {message}")
-
-
-def validation_line(err: ValidationError, where: str = "config", *, first_only: bool = False,
-                    prefix: str | None = None) -> str:
-    """A pydantic error as one line: ``invalid <where>: <field>: <message>; ...`` (every error,
-    or the first only); ``prefix`` replaces ``invalid <where>: ``."""
-    parts = []
-    for e in err.errors()[:1] if first_only else err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or where
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
-    return (f"invalid {where}: " if prefix is None else prefix) + "; ".join(parts)
 
 
 def read_yaml(path: Path) -> dict:

@@ -1,0 +1,228 @@
+"""A search planned before anything runs: the request checked (space file, fixed fields,
+settings within the models' bounds, the places it writes) and turned into what
+``driver.run_search`` takes. ``mona-tune search`` builds a :class:`SearchRequest` from its flags;
+benchmarks and tests build one with the same names. A bad value is one line naming the flag that
+sets it (``--num-samples 0: ...``), as users of the command meet it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mona_tune.config import SearchConfig, SearchSpace
+from mona_tune.errors import MonaError, validation_line
+
+
+@dataclass
+class SearchRequest:
+    """What a search is asked to be: ``mona-tune search``'s flags, by the same names (None:
+    the space file's value, else the models' default)."""
+
+    task: str = "darcy"
+    space: str | None = None  # a YAML file or a packaged space name; None: the task's own
+    name: str | None = None
+    storage: str | None = None
+    resume: bool = False
+    tracking_uri: str | None = None
+    fixed: dict = field(default_factory=dict)  # TrainConfig fields over the space file's
+    sampler: str = "optuna"
+    seed: int = 0
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    time_budget_s: float | None = None
+    scheduler: str | None = None
+    grace_period: int | None = None
+    reduction_factor: float | None = None
+    max_t: int | None = None
+    checkpoint_keep: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
+    address: str | None = None
+    prepare_timeout_s: float = 1800.0
+    dashboard: bool = False
+    dashboard_port: int = 8265
+    register_model: bool = True
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """``driver.run_search(plan.scfg, plan.space, plan.param_space, resume=plan.resume,
+    space_yaml=plan.space_yaml)``."""
+
+    scfg: SearchConfig
+    space: SearchSpace
+    param_space: dict
+    space_yaml: str
+    resume: bool
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _validate_fixed(param_fixed: dict, where: str) -> None:
+    from pydantic import ValidationError
+
+    from mona_tune.config import TrainConfig
+
+    try:
+        TrainConfig(**param_fixed)
+    except ValidationError as err:
+        raise MonaError(validation_line(err, first_only=True, prefix=f"{where}: ")) from None
+
+
+def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: dict) -> None:
+    """Where the search writes, and (on a local Ray) the input files it reads, before Ray starts.
+    On a cluster the inputs are the nodes' to have: the preflight checks them on every node."""
+    import os
+
+    from mona_tune.cluster import storage as storage_io
+    from mona_tune.paths import check_creatable, creatable_fault
+    from mona_tune.tracking.mlflow_runs import redact, sqlite_path
+
+    if not storage_io.is_uri(storage):
+        check_creatable(storage, "--storage")
+    db = sqlite_path(tracking_uri)
+    fault = creatable_fault(db.parent) if db is not None else None
+    if fault:
+        raise MonaError(f"--tracking-uri {redact(tracking_uri)}: cannot create the store's folder "
+                        f"{db.parent} ({fault})")
+    if req.address or os.environ.get("RAY_ADDRESS"):
+        return
+    if fixed.get("data_dir") and not Path(fixed["data_dir"]).expanduser().is_dir():
+        raise MonaError(f"--data-dir {fixed['data_dir']}: no such folder")
+    if fixed.get("weights"):
+        from mona_tune.models.encoder import read_state_dict
+
+        read_state_dict(Path(fixed["weights"]).expanduser())  # a file that is no checkpoint
+
+
+def tracking_uri_of(given: str | None) -> str:
+    """``--tracking-uri`` normalised, else ``$MLFLOW_TRACKING_URI`` or the local default."""
+    from mona_tune.tracking.mlflow_runs import default_tracking_uri, normalize_tracking_uri
+
+    return normalize_tracking_uri(given) if given else default_tracking_uri()
+
+
+# SearchConfig fields -> the flag that sets them: a value out of the model's bounds is named by
+# its flag (the bounds themselves are the models', in config.py)
+_FLAG_OF = {
+    "num_samples": "--num-samples", "max_concurrent": "--max-concurrent",
+    "time_budget_s": "--time-budget", "scheduler.grace_period": "--grace-period",
+    "scheduler.max_t": "--max-t", "scheduler.reduction_factor": "--reduction-factor",
+    "checkpoint.num_to_keep": "--checkpoint-keep", "cpus_per_trial": "--cpus-per-trial",
+    "gpus_per_trial": "--gpus-per-trial", "max_failures": "--max-failures",
+    "prepare_timeout_s": "--prepare-timeout", "dashboard_port": "--dashboard-port",
+}
+
+
+def plan_search(req: SearchRequest) -> SearchPlan:
+    """The search ``req`` asks for, checked before anything starts: a new one (its space file,
+    fixed fields, settings and the places it writes), or the interrupted one ``--resume`` names."""
+    from mona_tune.cluster import storage as storage_io
+
+    storage = storage_io.storage_path(req.storage)
+    if req.resume:
+        return SearchPlan(*_resumed_search(req, storage))
+    return SearchPlan(*_new_search(req, storage))
+
+
+def _resumed_search(req: SearchRequest, storage: str):
+    """The search saved under ``--name``: its settings, space and fixed fields as they were, with
+    the cluster chosen anew and the tracking store where ``--tracking-uri`` says it is now."""
+    from mona_tune.cluster import storage as storage_io
+    from mona_tune.search import driver
+    from mona_tune.search.space import to_param_space
+    from mona_tune.tracking.mlflow_runs import normalize_tracking_uri
+
+    if not req.name:
+        raise MonaError("--resume needs --name NAME (the search to continue)")
+    exp = storage_io.join(storage, req.name)
+    meta = driver.read_meta(exp)
+    if meta is None:
+        raise MonaError(f"--resume: no search {req.name!r} under {storage} "
+                        f"({driver.META_FILE} not found in {exp})")
+    scfg = SearchConfig.model_validate({**meta["search_config"], "storage": storage})
+    # the cluster is chosen anew (the original one may be gone), and the tracking store may be
+    # reached under another address (a server restarted elsewhere); the rest is the search's
+    scfg.address = req.address
+    scfg.dashboard = req.dashboard
+    if req.tracking_uri:
+        scfg.tracking_uri = normalize_tracking_uri(req.tracking_uri)
+    space = SearchSpace.model_validate(yaml.safe_load(meta["space_yaml"]))
+    param_space = to_param_space(space, scfg.task, meta.get("param_space_fixed", {}))
+    return scfg, space, param_space, meta["space_yaml"], True
+
+
+def _new_search(req: SearchRequest, storage: str):
+    from mona_tune.cluster import storage as storage_io
+    from mona_tune.search.space import dump_space, load_space, resolve_space_path, to_param_space
+    from mona_tune.tasks import get_task
+
+    task = get_task(req.task)  # unknown task -> MonaError
+    space_path = resolve_space_path(req.space, task.name)
+    space = load_space(space_path, task.name)
+    extra = dict(req.fixed)
+    param_space = to_param_space(space, task.name, extra)
+    fixed = {k: v for k, v in param_space.items() if k not in space.searched}
+    _validate_fixed(fixed, "fixed fields (space file + flags)")
+
+    name = req.name or f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not _NAME_RE.match(name):
+        raise MonaError(f"--name {name!r}: use letters, digits, '.', '_' and '-' "
+                        "(it names a directory and an MLflow run)")
+    tracking_uri = tracking_uri_of(req.tracking_uri)
+    scfg = _search_config(req, space, task=task.name, space_file=str(space_path), name=name,
+                          storage=storage, tracking_uri=tracking_uri)
+    exp = storage_io.join(storage, name)
+    if storage_io.exists(exp):
+        raise MonaError(f"--name {name}: {exp} already exists; add --resume to continue it or "
+                        "choose another name")
+    _check_places(req, storage, tracking_uri, fixed)
+    if extra:
+        space = space.model_copy(update={"fixed": {**space.fixed, **extra}})
+    return scfg, space, param_space, dump_space(space), False
+
+
+def _search_config(req: SearchRequest, space, **given):
+    """The SearchConfig of the flags over the space file's budget, scheduler and checkpoint
+    sections; a value out of bounds is one line naming its flag."""
+    from pydantic import ValidationError
+
+    def flag_or(value, default):
+        return default if value is None else value
+
+    budget = space.budget
+    sched = space.scheduler.model_dump()
+    for key in ("grace_period", "reduction_factor", "max_t"):
+        sched[key] = flag_or(getattr(req, key), sched[key])
+    sched["kind"] = flag_or(req.scheduler, sched["kind"])
+    ckpt = {**space.checkpoint.model_dump(),
+            "num_to_keep": flag_or(req.checkpoint_keep, space.checkpoint.num_to_keep)}
+    values = dict(
+        **given, sampler=req.sampler, seed=req.seed,
+        num_samples=flag_or(req.num_samples, budget.num_samples),
+        max_concurrent=flag_or(req.max_concurrent, budget.max_concurrent),
+        time_budget_s=flag_or(req.time_budget_s, budget.time_budget_s),
+        scheduler=sched, checkpoint=ckpt,
+        cpus_per_trial=req.cpus_per_trial, gpus_per_trial=req.gpus_per_trial,
+        max_failures=req.max_failures, address=req.address, dashboard=req.dashboard,
+        prepare_timeout_s=req.prepare_timeout_s, dashboard_port=req.dashboard_port,
+        register_model=req.register_model, verbose=0 if req.quiet else 1)
+    try:
+        scfg = SearchConfig.model_validate(values)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        flag = _FLAG_OF.get(loc, loc)
+        raise MonaError(f"{flag} {e['input']}: {e['msg'].lower()}") from None
+    sch = scfg.scheduler
+    if sch.max_t is not None and sch.grace_period > sch.max_t:
+        raise MonaError(f"--grace-period {sch.grace_period}: above max_t {sch.max_t}")
+    return scfg
