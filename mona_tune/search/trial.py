@@ -169,6 +169,8 @@ class _TrialRun:
         self.completed = False
         self.setup_s = 0.0
         self.callback_s = 0.0
+        # the embedder is uploaded before the metrics of stage 1's last epoch (before the first
+        # stage-2 epoch's without a stage 1): metrics that far mean the embedder is whole
         self.embedder_logged = self.logged_up_to >= self.stage1_epochs and self.logged_up_to >= 0
 
     # -- helpers
@@ -234,10 +236,13 @@ class _TrialRun:
         self.last_global = g
         m["stage2_epoch"] = int(m.get("stage2_epoch", m["epoch"] if stage == 2 else 0))
         m["global_epoch"] = g
+        if stage == 1 and g == self.stage1_epochs:
+            # the embedder before the epoch's metrics: a run whose metrics reach the end of stage 1
+            # holds its whole embedder, which a later attempt infers from the metrics (__init__).
+            # The other order lost it to a worker killed during the upload.
+            self.log_embedder(trainer)
         if g > self.logged_up_to:
             mr.log_metrics(self.s.tracking_uri, self.run_id, m, step=g)
-        if stage == 1 and g == self.stage1_epochs:
-            self.log_embedder(trainer)
         if stage == 2 and m["stage2_epoch"] >= self.cfg.epochs:
             self.last = m  # the last epoch is reported with the final metrics, after fit()
             return

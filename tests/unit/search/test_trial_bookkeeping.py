@@ -613,3 +613,32 @@ def test_without_warm_up_the_initial_embedder_is_logged_and_threads_follow_the_t
     run_id = session.reports[0][0]["mlflow_run_id"]
     assert run_of(store, run_id).data.params["num_threads"] == "1"
     assert client.list_artifacts(run_id) == []
+
+
+def test_a_worker_lost_while_it_uploads_the_embedder_loses_no_embedder(attempt, store,
+                                                                        monkeypatch):
+    """The worker dies during the upload of the embedder at the end of stage 1 (the two-node
+    test's driver kill once fell there); the next attempt starts the trial again in the same run
+    and that run ends with its embedder, every epoch logged once."""
+    real, calls = mr.log_artifacts, []
+
+    def dies_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("worker lost during the upload")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mr, "log_artifacts", dies_once)
+    first, _ = attempt("upload", expect=RuntimeError)
+    assert first.reports == []  # lost before stage 1's report and checkpoint
+    again, _ = attempt("upload")
+    run_id = again.reports[0][0]["mlflow_run_id"]
+    client = mr.get_client(store)
+    runs = client.search_runs([run_of(store, run_id).info.experiment_id],
+                              filter_string=f"tags.`{mr.TAG_TRIAL_ID}` = 'upload'")
+    assert [r.info.run_id for r in runs] == [run_id]  # the same run, continued
+    files = {a.path for a in client.list_artifacts(run_id, mr.EMBEDDER_ARTIFACT)}
+    assert files == {f"{mr.EMBEDDER_ARTIFACT}/embedder.json",
+                     f"{mr.EMBEDDER_ARTIFACT}/embedder.safetensors"}
+    assert [g for g, _ in history(store, run_id, "global_epoch")] == [1, 2, 3]
+    assert len(calls) == 2
