@@ -237,7 +237,17 @@ def test_driver_killed_then_resumed_asha(ray_address, faults_file, tally, tmp_pa
     proc = _driver([*args, "--address", ray_address], log, TUNE_GLOBAL_CHECKPOINT_S="600")
     try:
         _wait_file(marks / "waiting_*", proc, log)
-        client, _, children = _runs(uri, "killed")
+        # a trial tags its run completed, then ends it (two writes): read the runs again until
+        # none is between the two, so that every completed run has its end time
+        deadline = time.time() + 30
+        while True:
+            client, _, children = _runs(uri, "killed")
+            finishing = [c.info.run_id for c in children if c.info.end_time is None
+                         and c.data.tags.get("mona.outcome") == "completed"]
+            if not finishing or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert not finishing, f"runs tagged completed but never ended: {finishing}"
         done = {c.info.run_id: c.info.end_time for c in children
                 if c.data.tags.get("mona.outcome") == "completed"}
         training = {c.info.run_id for c in children if c.info.status == "RUNNING"
