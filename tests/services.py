@@ -222,8 +222,9 @@ def _node_ports() -> list[str]:
         "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")}
     out = [f"{k}={v}" for k, v in ports.items()]
     # a range of worker ports of the node's own (the defaults are the same on every node), below
-    # the ephemeral range the ports above come from
-    base = random.randrange(10000, 32000, 200)
+    # the ephemeral range the ports above come from and above Ray's fixed defaults (the client
+    # server's 10001 on a node not given another: a range from 10000 once made node B fail)
+    base = random.randrange(10200, 32000, 200)
     return out + [f"--min-worker-port={base}", f"--max-worker-port={base + 150}"]
 
 
