@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from mona_tune.errors import MonaError
-from mona_tune.search.plan import SearchRequest, plan_search, tracking_uri_of
+from mona_tune.search.plan import SearchRequest, plan_search
 
 # TrainConfig fields with their own flag here (the rest through --set KEY=VALUE); their help is
 # the field's description
@@ -174,10 +174,11 @@ def run_search_command(args) -> int:
 # ---------------------------------------------------------------- best, ui
 def run_best_command(args) -> int:
     from mona_tune.tracking.best import best_command
+    from mona_tune.tracking.mlflow_runs import tracking_uri_or_default
     from mona_tune.tracking.server import check_store
 
     # a server or database that does not answer: one line within seconds, not MLflow's retries
-    check_store(tracking_uri_of(args.tracking_uri))
+    check_store(tracking_uri_or_default(args.tracking_uri))
 
     return best_command(name=args.name, task=args.task, top=args.top, export=args.export,
                         tracking_uri=args.tracking_uri, as_json=args.json)

@@ -50,17 +50,14 @@ def run_ui_command(args) -> int:
 def run_tracking_server_command(args) -> int:
     import os
 
-    from mona_tune.tracking.mlflow_runs import (
-        default_tracking_uri,
-        normalize_tracking_uri,
-    )
+    from mona_tune.tracking.mlflow_runs import tracking_uri_or_default
     from mona_tune.tracking.server import serve
 
     uri = args.backend_store_uri
     if uri is None:
         env = os.environ.get("MLFLOW_TRACKING_URI", "")
         uri = env if env and not env.startswith(("http://", "https://")) else None
-    uri = normalize_tracking_uri(uri) if uri else default_tracking_uri()
+    uri = tracking_uri_or_default(uri)
     if args.workers < 1:
         raise MonaError(f"--workers {args.workers}: must be at least 1")
     hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]

@@ -103,13 +103,6 @@ def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: di
         read_state_dict(Path(fixed["weights"]).expanduser())  # a file that is no checkpoint
 
 
-def tracking_uri_of(given: str | None) -> str:
-    """``--tracking-uri`` normalised, else ``$MLFLOW_TRACKING_URI`` or the local default."""
-    from mona_tune.tracking.mlflow_runs import default_tracking_uri, normalize_tracking_uri
-
-    return normalize_tracking_uri(given) if given else default_tracking_uri()
-
-
 # SearchConfig fields -> the flag that sets them: a value out of the model's bounds is named by
 # its flag (the bounds themselves are the models', in config.py)
 _FLAG_OF = {
@@ -177,7 +170,9 @@ def _new_search(req: SearchRequest, storage: str):
     if not _NAME_RE.match(name):
         raise MonaError(f"--name {name!r}: use letters, digits, '.', '_' and '-' "
                         "(it names a directory and an MLflow run)")
-    tracking_uri = tracking_uri_of(req.tracking_uri)
+    from mona_tune.tracking.mlflow_runs import tracking_uri_or_default
+
+    tracking_uri = tracking_uri_or_default(req.tracking_uri)
     scfg = _search_config(req, space, task=task.name, space_file=str(space_path), name=name,
                           storage=storage, tracking_uri=tracking_uri)
     exp = storage_io.join(storage, name)

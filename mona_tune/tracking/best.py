@@ -148,7 +148,7 @@ def best_command(*, name: str | None, task: str | None, top: int, export: Path |
     out = out or sys.stdout
     if top < 1:
         raise MonaError(f"--top {top}: must be at least 1")
-    uri = mr.normalize_tracking_uri(tracking_uri) if tracking_uri else mr.default_tracking_uri()
+    uri = mr.tracking_uri_or_default(tracking_uri)
     ranked, metric, mode, parent = rank_trials(uri, name=name, task=task)
     if not ranked:
         where = f"search {name}" if name else f"task {task or 'darcy'}"

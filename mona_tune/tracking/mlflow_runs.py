@@ -63,6 +63,11 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
+def tracking_uri_or_default(given: str | None) -> str:
+    """``given`` (a ``--tracking-uri``) normalised, else :func:`default_tracking_uri`."""
+    return normalize_tracking_uri(given) if given else default_tracking_uri()
+
+
 def normalize_tracking_uri(uri: str) -> str:
     """Absolute SQLite paths (trial processes run in other directories); a bare ``*.db`` path
     becomes a SQLite URI."""

@@ -13,7 +13,7 @@ from mona_tune.tracking.server import serve
 
 
 def serve_ui(*, host: str = "127.0.0.1", port: int = 5000, tracking_uri: str | None = None) -> int:
-    uri = mr.normalize_tracking_uri(tracking_uri) if tracking_uri else mr.default_tracking_uri()
+    uri = mr.tracking_uri_or_default(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise MonaError(f"--tracking-uri {uri}: that is a tracking server already; open it in a "
                         "browser")
