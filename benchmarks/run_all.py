@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # figures the scripts write under benchmarks/out/ that RESULTS.md shows (kept in benchmarks/figures/)
-FIGURES = {"methods_table.py": ("out/methods/curves.png", "figures/methods-curves.png")}
+FIGURES = {"methods_table.py": ("out/methods-darcy/curves.png", "figures/methods-curves.png")}
 
 # (script, arguments, question it answers)
 BENCHMARKS = [

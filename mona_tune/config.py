@@ -29,7 +29,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # what to train
-    task: str = Field("darcy", description="task name (darcy, pdebench-darcy)")
+    task: str = Field("darcy", description="task name (darcy, pdebench-darcy, advection, "
+                      "burgers, diffusion-reaction, diffusion-sorption)")
     method: Method = Field("mona", description="mona, emb, orca, ft or scratch")
 
     # stage 1 (the searched hyperparameters of MoNA)
@@ -69,9 +70,18 @@ class TrainConfig(BaseModel):
                                 "block where the file holds them, else held out of the training "
                                 "samples)")
     resolution: int | None = Field(None, ge=2, description="grid points per side after "
-                                   "subsampling (default: 85 for darcy, 64 for pdebench-darcy)")
-    beta: float = Field(0.1, gt=0, description="PDEBench Darcy β: reads "
-                        "2D_DarcyFlow_beta<β>_Train.hdf5 from data_dir")
+                                   "subsampling (default: 85 for darcy, 64 for pdebench-darcy; "
+                                   "1D tasks: cells, ORCA's 256 for advection, else 1024, or "
+                                   "the generated file's 128)")
+    beta: float | None = Field(None, gt=0, description="PDEBench β: the Darcy forcing "
+                               "(reads 2D_DarcyFlow_beta<β>_Train.hdf5; default 0.1) or the "
+                               "advection speed (1D_Advection_Sols_beta<β>.hdf5; default 0.4)")
+    nu: float | None = Field(None, gt=0, description="PDEBench ν: Burgers viscosity (ν/π "
+                             "multiplies u_xx; 1D_Burgers_Sols_Nu<ν>.hdf5; default 1.0) or the "
+                             "diffusion-reaction diffusivity (ReacDiff_Nu<ν>_Rho<ρ>.hdf5; "
+                             "default 0.5)")
+    rho: float | None = Field(None, gt=0, description="PDEBench ρ: the diffusion-reaction "
+                              "growth rate (default 1.0)")
 
     # source model
     source_model: str | None = Field(None, description="timm Swin name, e.g. "

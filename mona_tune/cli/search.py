@@ -25,10 +25,12 @@ _FIELD_FLAGS = ("source_model", "weights", "source_data", "data_dir", "device")
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Hyperparameter search over MoNA training runs with Ray Tune (Optuna TPE or "
                      "random sampling, ASHA or FIFO scheduling); every trial tracked in MLflow.")
-    p.add_argument("--task", default="darcy", help="task to search (default: darcy)")
+    p.add_argument("--task", default="darcy",
+                   help="task to search: darcy (default), pdebench-darcy, advection, burgers, "
+                        "diffusion-reaction, diffusion-sorption")
     p.add_argument("--space", default=None,
-                   help="search space: a YAML file or a packaged space name (darcy, darcy-paper, "
-                        "pdebench-darcy); default: the task's packaged space")
+                   help="search space: a YAML file or a packaged space name (the task names, "
+                        "darcy-paper); default: the task's packaged space")
     p.add_argument("--name", default=None,
                    help="search name = Tune experiment directory under --storage and MLflow parent "
                         "run name (default: <task>-<date>-<time>)")

@@ -21,17 +21,18 @@ them out of its training part: every sample of a PDEBench file is either test or
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mona_tune.cache import cache_dir, config_key
 from mona_tune.errors import MonaError
-from mona_tune.tasks.registry import Task, TaskData, register
 from mona_tune.tasks import readers
+from mona_tune.tasks.embedded import embedded_dir
+from mona_tune.tasks.metrics import nrmse_loss, nrmse_per_sample, rel_l2_loss, rel_l2_per_sample
+from mona_tune.tasks.normalize import UnitGaussianNormalizer
+from mona_tune.tasks.registry import Task, TaskData, register, validation_size
 from mona_tune.tasks.generate import fno_filename, make_dataset, pdebench_filename, pdebench_n_test
 
 # Embedded defaults (data_dir unset): small enough to generate in a few seconds.
@@ -41,57 +42,8 @@ EMBEDDED_PDEBENCH = {"n_total": 250, "resolution": 64}
 # Real-file defaults (the benchmark protocols).
 DARCY_N_TRAIN, DARCY_N_TEST, DARCY_RESOLUTION = 1000, 100, 85
 PDEBENCH_RESOLUTION = 64  # ORCA's setting: the 128-cell files reduced with step 2
+PDEBENCH_BETA = 0.1  # ORCA's file: 2D_DarcyFlow_beta0.1_Train.hdf5
 DATA_VERSION = 1  # bump when generated data change, so that old cache entries are not reused
-
-
-# ---------------------------------------------------------------- normalisation and metrics
-class UnitGaussianNormalizer:
-    """Per-grid-point mean/std over the samples (axis 0), as FNO's; ``eps`` keeps std = 0 safe."""
-
-    def __init__(self, x: Tensor, eps: float = 1e-5):
-        self.mean = x.mean(0)
-        self.std = x.std(0)
-        self.eps = eps
-        self._moved: dict = {}
-
-    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean, std + eps) on the device and in the dtype of ``like``, moved once."""
-        key = (like.device, like.dtype)
-        if key not in self._moved:
-            self._moved[key] = (self.mean.to(like), (self.std + self.eps).to(like))
-        return self._moved[key]
-
-    def encode(self, x: Tensor) -> Tensor:
-        mean, scale = self._stats(x)
-        return (x - mean) / scale
-
-    def decode(self, x: Tensor) -> Tensor:
-        mean, scale = self._stats(x)
-        return x * scale + mean
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_moved": {}}  # device copies stay behind
-
-
-def rel_l2_per_sample(pred: Tensor, target: Tensor) -> Tensor:
-    """‖pred − u‖₂ / ‖u‖₂ per sample (FNO's LpLoss without the batch mean)."""
-    diff = (pred - target).flatten(1).norm(dim=1)
-    return diff / target.flatten(1).norm(dim=1)
-
-
-def rel_l2_loss(pred: Tensor, target: Tensor) -> Tensor:
-    return rel_l2_per_sample(pred, target).mean()
-
-
-def nrmse_per_sample(pred: Tensor, target: Tensor) -> Tensor:
-    """PDEBench's nRMSE: per channel RMS(pred − u) / RMS(u) over space, averaged over channels."""
-    err = (pred - target).flatten(2).pow(2).mean(2).sqrt()
-    nrm = target.flatten(2).pow(2).mean(2).sqrt()
-    return (err / nrm).mean(1)
-
-
-def nrmse_loss(pred: Tensor, target: Tensor) -> Tensor:
-    return nrmse_per_sample(pred, target).mean()
 
 
 # ---------------------------------------------------------------- assembling TaskData
@@ -101,10 +53,6 @@ def _inputs(a: Tensor, normalizer: UnitGaussianNormalizer, gx: np.ndarray,
     xs = torch.as_tensor(gx, dtype=torch.float32).view(1, 1, r, 1).expand(n, 1, r, r)
     ys = torch.as_tensor(gy, dtype=torch.float32).view(1, 1, 1, r).expand(n, 1, r, r)
     return torch.cat([normalizer.encode(a).unsqueeze(1), xs, ys], dim=1).contiguous()
-
-
-def validation_size(n_train: int, val_fraction: float) -> int:
-    return max(1, int(round(n_train * val_fraction)))
 
 
 def build_task_data(a_train: np.ndarray, u_train: np.ndarray, a_test: np.ndarray,
@@ -142,43 +90,17 @@ def build_task_data(a_train: np.ndarray, u_train: np.ndarray, a_test: np.ndarray
 
 
 # ---------------------------------------------------------------- embedded data
-@contextlib.contextmanager
-def _cache_lock(name: str):
-    """An exclusive lock on the cache entry, so concurrent trials generate it once."""
-    path = cache_dir("data") / f"{name}.lock"
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks: atomic renames still keep files whole
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def embedded_dir(params: dict, expected: list[str]) -> Path:
-    """The cache directory of generated data ``params``; generated there unless complete.
-
-    Every file is written aside and renamed into place, so a file present is a whole file; an
-    interrupted generation leaves some files missing and is redone.
-    """
-    key = config_key({**params, "version": DATA_VERSION})
-    with _cache_lock(key):
-        out = cache_dir("data", key)
-        if not all((out / name).is_file() for name in expected):
-            gen = {k: v for k, v in params.items() if k != "task"}
-            make_dataset(out=out, workers=1, progress=False, seed=EMBEDDED_SEED, **gen)
-        return out
+def _embedded(params: dict, expected: list[str]) -> Path:
+    gen = {k: v for k, v in params.items() if k != "task"}
+    return embedded_dir(params, expected, lambda out: make_dataset(
+        out=out, workers=1, progress=False, seed=EMBEDDED_SEED, **gen), DATA_VERSION)
 
 
 def _embedded_darcy(n_train: int, n_test: int, resolution: int) -> Path:
     params = {"task": "darcy", "fmt": "fno", "n_train": n_train, "n_test": n_test,
               "resolution": resolution}
     expected = [fno_filename(resolution, n_train, 1), fno_filename(resolution, n_test, 2)]
-    return embedded_dir(params, expected)
+    return _embedded(params, expected)
 
 
 def _embedded_pdebench(n_train: int | None, n_test: int | None, resolution: int,
@@ -194,7 +116,7 @@ def _embedded_pdebench(n_train: int | None, n_test: int | None, resolution: int,
     n_te = pdebench_n_test(total)
     params = {"task": "pdebench-darcy", "fmt": "pdebench", "n_train": total - n_te,
               "n_test": n_te, "resolution": resolution, "beta": float(beta)}
-    return embedded_dir(params, [pdebench_filename(beta)])
+    return _embedded(params, [pdebench_filename(beta)])
 
 
 # ---------------------------------------------------------------- loaders
@@ -236,21 +158,22 @@ def load_darcy(cfg) -> TaskData:
 
 
 def load_pdebench_darcy(cfg) -> TaskData:
-    """PDEBench 2D Darcy at β = cfg.beta: first 10% test, the rest training, reduced resolution."""
+    """PDEBench 2D Darcy at β = cfg.beta (default 0.1): first 10% test, the rest training, reduced resolution."""
     target = cfg.resolution or PDEBENCH_RESOLUTION
+    beta = PDEBENCH_BETA if cfg.beta is None else cfg.beta
     if cfg.data_dir is None:
-        data_dir = _embedded_pdebench(cfg.n_train, cfg.n_test, target, cfg.beta)
+        data_dir = _embedded_pdebench(cfg.n_train, cfg.n_test, target, beta)
         source = "embedded"
     else:
         data_dir = Path(cfg.data_dir).expanduser()
         source = "files"
-    path = readers.pdebench_file(data_dir, cfg.beta)
+    path = readers.pdebench_file(data_dir, beta)
     head = readers.pdebench_header(path)
     step = readers.pdebench_step(head.resolution, target, path)
     d = readers.read_pdebench(path, cfg.n_train, cfg.n_test, step)
     info = {"data_source": source, "data_files": str(path), "data_format": "pdebench",
             "file_resolution": head.resolution,
-            "beta": float(f"{head.beta:.6g}") if head.beta is not None else cfg.beta}
+            "beta": float(f"{head.beta:.6g}") if head.beta is not None else beta}
     return build_task_data(d["a_train"], d["u_train"], d["a_test"], d["u_test"], d["x"], d["y"],
                            cfg.val_fraction, info, str(path))
 

@@ -1,4 +1,4 @@
-"""``mona-tune data inspect PATH``: what a Darcy file (or a directory of them) holds."""
+"""``mona-tune data inspect PATH``: what a data file (or a directory of them) holds."""
 
 from __future__ import annotations
 
@@ -64,8 +64,31 @@ def _table(rows, note: dict[str, str] | None = None) -> list[str]:
     return out
 
 
+def _describe_1d(path: Path, fmt: str) -> str:
+    from mona_tune.tasks import files_1d
+
+    head = files_1d.header(path)
+    n_test = files_1d.n_test_of(head.layout, head.n)
+    t = files_1d.saved_times(head)
+    split = (f"first {n_test} = test, {head.n - n_test} train" if head.layout == "tensor" else
+             f"groups {head.groups[0]}..{head.groups[-1]}; last {n_test} = test, "
+             f"{head.n - n_test} train")
+    params = "".join(f", {k} {v:.6g}" for k, v in head.attrs.items())
+    lines = [f"{path}: {readers.FORMAT_NAMES[fmt]}, {head.n} samples ({split}), {head.nx} cells, "
+             f"{head.n_t} states at t = {t[0]:g}..{t[-1]:g}{params}"]
+    if head.layout == "tensor":
+        return "\n".join(lines + _table(_hdf5_fields(path, ("tensor", "x-coordinate",
+                                                             "t-coordinate"))))
+    first = head.groups[0]
+    rows = _hdf5_fields(path, tuple(f"{first}/{n}" for n in ("data", "grid/x", "grid/t")))
+    return "\n".join(lines + [f"  (fields of group {first}; every group holds the same)"]
+                     + _table(rows))
+
+
 def describe_file(path: Path) -> str:
     fmt = readers.detect_format(path)
+    if fmt.startswith("pdebench-1d"):
+        return _describe_1d(path, fmt)
     if fmt == "pdebench":
         head = readers.pdebench_header(path)
         rows = _hdf5_fields(path, readers.PDEBENCH_FIELDS)
@@ -95,9 +118,13 @@ def describe(path: Path | str) -> str:
         raise MonaError(f"{path}: no such file or directory")
     if path.is_file():
         return describe_file(path)
-    files = sorted(path.glob("piececonst_r*_N*_smooth[12].mat")) + sorted(
-        path.glob(readers.PDEBENCH_GLOB))
+    from mona_tune.tasks.files_1d import FAMILIES
+
+    globs = ["piececonst_r*_N*_smooth[12].mat", readers.PDEBENCH_GLOB]
+    globs += [f.pattern for f in FAMILIES.values()]
+    files = [p for g in globs for p in sorted(path.glob(g))]
     if not files:
-        raise MonaError(f"{path}: no Darcy data (expected piececonst_r*_N*_smooth1.mat and "
-                        f"smooth2.mat, or 2D_DarcyFlow_beta*_Train.hdf5)")
+        raise MonaError(f"{path}: no data files (expected piececonst_r*_N*_smooth1.mat and "
+                        f"smooth2.mat, 2D_DarcyFlow_beta*_Train.hdf5, or a PDEBench 1D file "
+                        f"such as 1D_Advection_Sols_beta0.4.hdf5)")
     return "\n".join(describe_file(p) for p in files)

@@ -244,20 +244,29 @@ def _write_pdebench(path: Path, nu: np.ndarray, u: np.ndarray, beta: float) -> N
         _publishable(tmp)
 
 
+def check_sizes(out: Path, n_train: int, n_test: int, resolution: int, least: int, unit: str,
+                workers: int | None, positive: dict[str, float]) -> None:
+    """The checks every generator makes: sample counts, grid size, workers, positive
+    parameters (``--name`` flags; ``fin_time`` is ``--end-time``), the output folder."""
+    if n_train < 1 or n_test < 1:
+        raise MonaError(f"--n-train and --n-test must be ≥ 1 (got {n_train}, {n_test})")
+    if resolution < least:
+        raise MonaError(f"--resolution must be ≥ {least}{unit} (got {resolution})")
+    if workers is not None and workers < 1:
+        raise MonaError(f"--workers must be ≥ 1 (got {workers})")
+    for k, v in positive.items():
+        if not (v > 0 and math.isfinite(v)):
+            flag = "--end-time" if k == "fin_time" else f"--{k}"
+            raise MonaError(f"{flag} must be a positive number (got {v})")
+    if out.exists() and not out.is_dir():
+        raise MonaError(f"{out}: exists and is not a directory")
+
+
 def _check_args(out: Path, fmt: str, n_train: int, n_test: int, resolution: int,
                 beta: float, workers: int | None) -> None:
     if fmt not in FORMATS:
         raise MonaError(f"unknown data format {fmt!r} (known: {', '.join(FORMATS)})")
-    if n_train < 1 or n_test < 1:
-        raise MonaError(f"--n-train and --n-test must be ≥ 1 (got {n_train}, {n_test})")
-    if resolution < 3:
-        raise MonaError(f"--resolution must be ≥ 3 (got {resolution})")
-    if workers is not None and workers < 1:
-        raise MonaError(f"--workers must be ≥ 1 (got {workers})")
-    if not (beta > 0 and math.isfinite(beta)):
-        raise MonaError(f"--beta must be a positive number (got {beta})")
-    if out.exists() and not out.is_dir():
-        raise MonaError(f"{out}: exists and is not a directory")
+    check_sizes(out, n_train, n_test, resolution, 3, "", workers, {"beta": beta})
     if fmt == "pdebench":
         total = n_train + n_test
         if pdebench_n_test(total) != n_test:

@@ -23,7 +23,8 @@ PDEBENCH_FIELDS = ("nu", "tensor", "x-coordinate", "y-coordinate")
 FNO_GLOB = "piececonst_r*_N*_smooth{part}.mat"
 PDEBENCH_GLOB = "2D_DarcyFlow_beta*_Train.hdf5"
 FORMAT_NAMES = {"fno-v5": "FNO MATLAB v5", "fno-v73": "FNO MATLAB v7.3 (HDF5)",
-                "pdebench": "PDEBench HDF5"}
+                "pdebench": "PDEBench HDF5", "pdebench-1d": "PDEBench 1D HDF5 (one tensor)",
+                "pdebench-1d-groups": "PDEBench 1D HDF5 (one group per sample)"}
 
 
 @contextlib.contextmanager
@@ -55,19 +56,28 @@ def is_hdf5(path: Path) -> bool:
 
 
 def detect_format(path: Path) -> str:
-    """``fno-v5``, ``fno-v73`` or ``pdebench`` for one file, from its contents."""
+    """``fno-v5``, ``fno-v73``, ``pdebench`` (2D Darcy), ``pdebench-1d`` (one tensor) or
+    ``pdebench-1d-groups`` (one group per sample) for one file, from its contents."""
     import h5py
 
     _require_file(path)
     if is_hdf5(path):
         with file_errors(path, "opening"), h5py.File(path, "r") as f:
             keys = set(f.keys())
+            first = f[min(keys)] if keys else None
+            groups = isinstance(first, h5py.Group) and "data" in first
         if {"nu", "tensor"} <= keys:
             return "pdebench"
+        if "tensor" in keys:
+            return "pdebench-1d"
         if {"coeff", "sol"} & keys:
             return "fno-v73"
-        raise MonaError(f"{path}: HDF5 file with neither FNO fields (coeff, sol) nor PDEBench "
-                        f"fields (nu, tensor); it has: {', '.join(sorted(keys)) or 'nothing'}")
+        if groups:
+            return "pdebench-1d-groups"
+        shown = ", ".join(sorted(keys)[:8]) + (", ..." if len(keys) > 8 else "")
+        raise MonaError(f"{path}: HDF5 file with neither FNO fields (coeff, sol), PDEBench "
+                        f"fields (nu, tensor; or tensor alone for 1D) nor sample groups holding "
+                        f"'data'; it has: {shown or 'nothing'}")
     _check_mat_v5(path)
     return "fno-v5"
 

@@ -68,6 +68,11 @@ class Task:
         return self.direction
 
 
+def validation_size(n_train: int, val_fraction: float) -> int:
+    """Validation samples held out of ``n_train``: ``round(n_train · val_fraction)``, at least 1."""
+    return max(1, int(round(n_train * val_fraction)))
+
+
 TASKS: dict[str, Task] = {}
 
 

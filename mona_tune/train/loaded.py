@@ -16,8 +16,9 @@ from mona_tune.models.source import (DEFAULT_SOURCE_DATA, SourceData, SourceMode
                                      load_source_model)
 from mona_tune.tasks import TaskData, get_task
 
-# The TrainConfig fields a task loader may read (see mona_tune.tasks.darcy).
-TASK_DATA_FIELDS = ("task", "data_dir", "n_train", "n_test", "val_fraction", "resolution", "beta")
+# The TrainConfig fields a task loader may read (see mona_tune.tasks).
+TASK_DATA_FIELDS = ("task", "data_dir", "n_train", "n_test", "val_fraction", "resolution", "beta",
+                    "nu", "rho")
 
 
 def task_data(cfg: TrainConfig) -> TaskData:

@@ -175,3 +175,34 @@ def test_search_asha_mlflow_registry_best(ray_address, faults_file, tmp_path, ca
     assert meta["lam"] == pytest.approx(best.config["lam"])
     assert json.loads((export / "mona_best.json").read_text())["run_id"] == first_row[1]
     assert (tmp_path / "runs" / "e2e" / "curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("task", ["advection", "burgers", "diffusion-reaction",
+                                  "diffusion-sorption"])
+def test_search_a_pdebench_1d_task_with_its_packaged_space(task, ray_address, faults_file,
+                                                           tmp_path, capsys, monkeypatch):
+    """The task's packaged space over its generated PDEBench-layout file, trimmed to two short
+    trials: each tracked as one child run with the task's nRMSE, the best embedder registered
+    under the task's name."""
+    monkeypatch.chdir(tmp_path)
+    faults_file.write_text("[]")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["search", "--task", task, "--name", "s1d", "--storage", str(tmp_path / "runs"),
+                 "--tracking-uri", uri, "--num-samples", "2", "--max-t", "2",
+                 "--set", "epochs=2", "--set", "n_train=40", "--set", "n_test=8",
+                 "--set", "device=cpu", "--sampler", "random", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    client = mr.get_client(uri)
+    exp = client.get_experiment_by_name(f"mona-tune-{task}")
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string="tags.`mona.role` = 'trial'")
+    assert len(children) == 2
+    for c in children:
+        assert c.data.tags["mona.outcome"] in ("completed", "stopped_early")
+        assert c.data.params["task"] == task
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_nrmse")]
+        assert steps == sorted(set(steps)) and steps
+    done = [c for c in children if c.data.tags["mona.outcome"] == "completed"]
+    assert done and all(0 < c.data.metrics["test_nrmse"] < 10 for c in done)
+    assert client.get_model_version_by_alias(f"mona-{task}-embedder", "best")

@@ -120,3 +120,46 @@ BAD = ["missing file", "empty directory", "neither format", "garbage", "tiny", "
 def test_inspect_bad_input(tmp_path, capsys, kind):
     path = _write_bad(kind, tmp_path)
     run_fails(capsys, "data", "inspect", str(path), naming=str(path))
+
+
+@pytest.mark.parametrize("task, args, name, states", [
+    ("advection", ["--beta", "1.0"], "1D_Advection_Sols_beta1.0.hdf5", 201),
+    ("burgers", ["--nu", "0.1", "--end-time", "0.5"], "1D_Burgers_Sols_Nu0.1.hdf5", 51),
+    ("diffusion-reaction", ["--end-time", "0.3"], "ReacDiff_Nu0.5_Rho1.0.hdf5", 31),
+    ("diffusion-sorption", ["--end-time", "100"], "1D_diff-sorp_NA_NA.h5", 21),
+])
+def test_make_a_pdebench_1d_file_then_inspect_and_load_it(tmp_path, capsys, task, args, name,
+                                                          states):
+    from mona_tune.config import TrainConfig
+    from mona_tune.tasks import get_task
+
+    out = run_ok(capsys, "data", "make", task, "--out", str(tmp_path), "--n-train", "18",
+                 "--n-test", "2", "--resolution", "32", "--workers", "1", *args)
+    path = tmp_path / name
+    assert out.split() == [str(path)] and set(tmp_path.iterdir()) == {path}
+    text = run_ok(capsys, "data", "inspect", str(tmp_path))
+    assert f"20 samples" in text and "32 cells" in text and f"{states} states" in text
+    params = {"beta": 1.0} if task == "advection" else {"nu": 0.1} if task == "burgers" else {}
+    data = get_task(task).load(TrainConfig(task=task, data_dir=str(tmp_path), **params))
+    assert data.x_test.shape == (2, 1, 32) and data.info["file_states"] == states
+    assert torch_finite(data.y_train) and data.info["n_train"] + data.info["n_val"] == 18
+
+
+def torch_finite(t) -> bool:
+    import torch
+
+    return bool(torch.isfinite(t).all())
+
+
+@pytest.mark.parametrize("argv, naming", [
+    (["advection", "--nu", "1.0"], "--nu does not apply (it takes --beta, --end-time)"),
+    (["diffusion-sorption", "--format", "pdebench"], "--format does not apply"),
+    (["darcy", "--rho", "1"], "--rho does not apply (it takes --beta)"),
+    (["burgers", "--n-train", "10", "--n-test", "2"], "--n-test must be 1 for 12 samples"),
+    (["burgers", "--nu", "-1"], "--nu must be a positive number (got -1.0)"),
+    (["diffusion-reaction", "--resolution", "2"], "--resolution must be ≥ 4 cells"),
+])
+def test_make_1d_bad_arguments_are_one_line(tmp_path, capsys, argv, naming):
+    run_fails(capsys, "data", "make", *argv[:1], "--out", str(tmp_path / "o"), *argv[1:],
+              naming=naming)
+    assert not (tmp_path / "o").exists()

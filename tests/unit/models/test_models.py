@@ -47,6 +47,42 @@ def test_embedder_1d_pieces_and_positions():
     assert e.pos.shape == (1, 16, 8)
 
 
+def test_embedder_1d_against_a_token_by_token_oracle():
+    """Token k = LayerNorm(W · [channel 0 piece k, channel 1 piece k] + b) + pos[k], where piece
+    k holds values k·P .. k·P+P−1 of the zero-padded sequence; token k sits at grid row k // W,
+    column k % W."""
+    torch.manual_seed(0)
+    e = Embedder1D(in_channels=2, length=10, grid=(2, 3), embed_dim=5)  # 10 -> 6 pieces of 2
+    with torch.no_grad():
+        e.norm.weight.uniform_(0.5, 1.5)
+        e.norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 2, 10)
+    out = e(x)
+    assert e.piece == 2 and out.shape == (2, 2, 3, 5)
+    padded = torch.cat([x, torch.zeros(2, 2, 2)], dim=2)  # 10 values, 12 places
+    for n in range(2):
+        for k in range(6):
+            values = torch.cat([padded[n, 0, 2 * k:2 * k + 2], padded[n, 1, 2 * k:2 * k + 2]])
+            z = e.proj.weight @ values + e.proj.bias
+            z = (z - z.mean()) / torch.sqrt(z.var(unbiased=False) + e.norm.eps)
+            want = z * e.norm.weight + e.norm.bias + e.pos[0, k]
+            torch.testing.assert_close(out[n, k // 3, k % 3], want, atol=1e-5, rtol=1e-5)
+
+
+def test_dense_head_reads_a_1d_target_row_by_row():
+    """A 1D target of the image's size is the 3-channel image's channel mean read row by row."""
+    torch.manual_seed(1)
+    head = DenseHead(6, (2, 2), img_size=4, out_channels=1, out_shape=(16,))
+    tokens = torch.randn(2, 2, 2, 6)
+    image = torch.nn.functional.pixel_shuffle(head.fc(tokens).permute(0, 3, 1, 2), 2)
+    want = image.mean(1).reshape(2, 1, 16)
+    torch.testing.assert_close(head(tokens), want, atol=1e-6, rtol=1e-6)
+    pooled = DenseHead(6, (2, 2), img_size=4, out_channels=1, out_shape=(8,))
+    pooled.load_state_dict(head.state_dict())
+    torch.testing.assert_close(pooled(tokens), want.reshape(2, 1, 8, 2).mean(3), atol=1e-6,
+                               rtol=1e-6)
+
+
 def test_dense_head_shapes():
     tokens = torch.randn(2, 4, 4, 96)
     up = DenseHead(96, (4, 4), img_size=32, out_channels=1, out_shape=(85, 85))

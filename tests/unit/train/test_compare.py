@@ -188,3 +188,25 @@ def test_compare_end_to_end_through_the_command_line(capsys, tmp_path):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["compare", "--methods", "ft,nope"]) == 2
     assert "unknown nope" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("fast_source")
+def test_compare_a_1d_task(capsys, tmp_path):
+    """The 1D path (embedder on the encoder's patch grid, dense 1D head) through compare, with
+    the generated advection file and its nRMSE; ridge on the flattened input beside it."""
+    config = tmp_path / "c.yaml"
+    config.write_text("n_train: 20\nn_test: 4\nbatch_size: 8\nprobe_samples: 40\n"
+                      "source_data: digits\nnum_threads: 1\ndevice: cpu\n")
+    out = tmp_path / "cmp"
+    code = main(["compare", "--task", "advection", "--methods", "ft,mona", "--seeds", "2",
+                 "--epochs", "1", "--warmup-epochs", "1", "--config", str(config),
+                 "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    table = json.loads((out / "table.json").read_text())
+    runs = json.loads((out / "runs.json").read_text())
+    assert {(r["method"], r["seed"]) for r in runs} == {(m, s) for m in ("ft", "mona")
+                                                        for s in (0, 1)}
+    assert all(r["final"]["test_nrmse"] > 0 for r in runs)
+    assert table["ridge"]["test_nrmse"] > 0
+    assert "| mona − ft | test nrmse |" in stdout

@@ -1,0 +1,47 @@
+"""Generated data in the user cache: the embedded default of every task (no ``data_dir``).
+
+A task's generator writes the same files as the real dataset into a cache folder named after the
+generator's parameters, and the task reads them back through its real-file code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from mona_tune.cache import cache_dir, config_key
+
+
+@contextlib.contextmanager
+def _cache_lock(name: str):
+    """An exclusive lock on the cache entry, so concurrent trials generate it once."""
+    path = cache_dir("data") / f"{name}.lock"
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks: atomic renames still keep files whole
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def embedded_dir(params: dict, expected: list[str], make: Callable[[Path], object],
+                 version: int) -> Path:
+    """The cache directory of generated data ``params``; ``make(out)`` fills it unless complete.
+
+    ``params`` name the data (the task and every generator setting) and ``version`` the
+    generator's revision, so that changed data never reuse an old entry. Every file is written
+    aside and renamed into place, so a file present is a whole file; an interrupted generation
+    leaves some files missing and is redone.
+    """
+    key = config_key({**params, "version": version})
+    with _cache_lock(key):
+        out = cache_dir("data", key)
+        if not all((out / name).is_file() for name in expected):
+            make(out)
+        return out
