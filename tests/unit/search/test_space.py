@@ -40,10 +40,13 @@ def _write(tmp_path, text, name="space.yaml"):
 
 
 def test_packaged_spaces_load_and_default_searches_the_mona_hyperparameters():
+    from mona_tune.tasks import TASKS
+
     spaces = packaged_spaces()
     assert {"darcy", "darcy-paper", "pdebench-darcy"} <= set(spaces)
+    assert set(TASKS) <= set(spaces)  # every task has its default search
     for name, path in spaces.items():
-        task = "pdebench-darcy" if name.startswith("pdebench") else "darcy"
+        task = name if name in TASKS else "darcy"
         space = load_space(path, task)
         assert {"lam", "inner_lr", "warmup_epochs"} <= set(space.searched), name
     assert resolve_space_path(None, "darcy") == spaces["darcy"]
