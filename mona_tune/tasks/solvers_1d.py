@@ -6,9 +6,10 @@ generators and its diffusion-sorption simulator):
 
 - **Grid.** [0, 1] split into ``nx`` cells, values at the cell centres (:func:`cell_centres`);
   periodic boundaries for advection, Burgers and diffusion-reaction, through ghost cells.
-- **Saves.** States at t = 0, dt_save, 2·dt_save, … up to ``fin_time``, ``ceil(fin_time/dt_save)
-  + 1`` of them (:func:`n_saves`). No step passes a save time: each step is shortened to
-  ``min(dt, next save − t)``, and a step of 10⁻⁸ or less is skipped.
+- **Saves.** State k at t = k·dt_save, k = 0 … ``ceil(fin_time/dt_save)`` (:func:`n_saves`
+  states; the last passes fin_time when it is no multiple of dt_save), as PDEBench's
+  ``t-coordinate`` has them. No step passes a save time: each step is shortened to ``min(dt,
+  next save − t)``, and a step of 10⁻⁸ or less is skipped.
 - **Advection** u_t + β u_x = 0 and **Burgers** u_t + (u²/2)_x = (ν/π) u_xx: finite volumes with
   MUSCL face values, the slope of each cell limited by van Leer's monotonised-central limiter
   ``lim(a, b, c) = sign(c) (½ + ½ sign(ab)) min(2 min(|a|, |b|), |c|)`` of its backward, forward
@@ -117,7 +118,8 @@ def initial_conditions(rng: np.random.Generator, xc: np.ndarray, k_tot: int = 4,
 
 def draw_initial_conditions(seed: int, part: int, n: int, xc: np.ndarray,
                             normalise: bool = False, start: int = 0) -> np.ndarray:
-    """Samples ``start`` … ``start + n − 1`` (n, nx), sample i from ``sample_rng(seed, part, i)``."""
+    """Samples ``start`` … ``start + n − 1`` as (n, nx); sample i from ``sample_rng(seed, part,
+    i)``, so that it does not depend on n or on the other samples."""
     return np.stack([initial_conditions(sample_rng(seed, part, i), xc, normalise=normalise)
                      for i in range(start, start + n)])
 
@@ -162,7 +164,7 @@ class _MusclFaces:
     c = (u_{i+1} − u_{i−1})/2 = (a + b)/2. Since sign(c) (½ + ½ sign(ab)) = ½ (sign a + sign b)
     wherever min(|a|, |b|) ≠ 0 (and lim = 0 where it is 0), the half slope is computed as
     ⅛ (sign a + sign b) · min(4 min(|a|, |b|), |a + b|). The arrays returned are overwritten by
-    the next call.
+    the next call; so is ``d``, the differences u_{p+1} − u_p of the buffer's cells.
     """
 
     def __init__(self, nx: int, n: int) -> None:
@@ -226,9 +228,8 @@ def _burgers_flux_difference(nu: float, nx: int,
         f -= np.subtract(u_left, u_right, out=work)
         np.square(f, out=f)
         f *= 0.125
-        grad = np.subtract(buf[g:-g + 1], buf[g - 1:-g], out=work)  # u_i − u_{i−1} at face i − ½
-        grad *= viscous
-        f -= grad
+        # (ν/π)/dx · (u_i − u_{i−1}) at face i − ½, from the differences of the cell values
+        f -= np.multiply(faces.d[g - 1:-g + 1], viscous, out=work)
         return np.subtract(f[1:], f[:-1], out=du)
     return difference
 
@@ -320,8 +321,10 @@ def reaction_diffusion(u0: np.ndarray, nu: float, rho: float, fin_time: float = 
     """u_t = ν u_xx + ρ u(1 − u), periodic (Fisher–KPP); states (n, n_saves, nx) float32.
 
     A stage of length h from (u, w): u ← 1/(1 + e^{−ρh}(1 − u)/u), the exact logistic flow,
-    written u/(e^{−ρh} + (1 − e^{−ρh}) u) so that u = 0 stays 0 (and no division by 0); then u ← u − h/dx ΔF with the
-    diffusion flux F = −ν(w_{i+1} − w_i)/dx of w. Step cfl · ½dx²/(ν + 10⁻⁸).
+    written u/(e^{−ρh} + (1 − e^{−ρh}) u) so that u = 0 stays 0 with no division by 0; then
+    u ← u − h/dx ΔF with the diffusion flux F = −ν(w_{i+1} − w_i)/dx of w. A step is u* =
+    stage(u, u, dt/2), u ← stage(u, u*, dt), dt = cfl · ½dx²/(ν + 10⁻⁸), the same for every
+    sample.
     """
     buf = _padded(u0)
     g = GHOSTS
@@ -367,8 +370,9 @@ def diffusion_sorption(u0: np.ndarray, nx: int, t_end: float = 500.0, n_t: int =
     wrap-around, R(u) = 1 + (1 − porosity)/porosity · ρ_s k_f n_f (u + 10⁻⁶)^(n_f − 1) the
     Freundlich retardation. Boundaries, by b: b_0 = solubility/dx² (the left neighbour of the
     first cell holds the solubility, a Dirichlet value) and b_{−1} = D (u_{−2} − u_{−1})/dx /
-    dx², PDEBench's Cauchy-type outflow: the right neighbour of the last cell holds D times the
-    gradient there, a value near 0, so the right end drains towards 0.
+    dx², PDEBench's Cauchy-type outflow: the right neighbour of the last cell holds D (u_{−2} −
+    u_{−1})/dx, a value near 0 for PDEBench's D, so the right end drains towards 0 (a uniform
+    state at the solubility is not steady).
 
     R is evaluated at max(u, 0): the exact solution stays in [0, solubility], but RK45's error
     can take a concentration near 0 slightly below it, and below −10⁻⁶ the power is undefined.
@@ -398,7 +402,9 @@ def diffusion_sorption(u0: np.ndarray, nx: int, t_end: float = 500.0, n_t: int =
         lap[...] -= 2.0 * u
         retardation = np.maximum(u, 0.0)  # see the docstring: R of a concentration ≥ 0
         retardation += SORPTION_FLOOR
-        np.power(retardation, n_f - 1.0, out=retardation)
+        np.log(retardation, out=retardation)  # the power as exp((n_f − 1) log): faster
+        retardation *= n_f - 1.0
+        np.exp(retardation, out=retardation)
         retardation *= sorption
         retardation += 1.0
         return (lap * (D / dx**2) / retardation).reshape(-1)
