@@ -67,7 +67,9 @@ ROWS: dict[str, Row] = {
     "make workers": Row("data make darcy --out {row}/out --workers 0", "--workers"),
     "make beta": Row("data make darcy --out {row}/out --format pdebench --beta -1", "--beta"),
     "make format": Row("data make darcy --out {row}/out --format netcdf", "--format"),
-    "make unknown task": Row("data make burgers --out {row}/out", "invalid choice: 'burgers'"),
+    "make unknown task": Row("data make navier-stokes --out {row}/out",
+                             "invalid choice: 'navier-stokes'"),
+    "make 1d parameter": Row("data make advection --out {row}/out --nu 1", "--nu does not apply"),
     "make out is a file": Row("data make darcy --out {in}/a-file --n-train 2 --n-test 1 "
                               "--resolution 9", "{in}/a-file"),
     "make out uncreatable": Row("data make darcy --out {in}/a-file/sub --n-train 2 --n-test 1 "
