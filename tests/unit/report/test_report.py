@@ -142,11 +142,20 @@ def test_the_trials_view_state_and_url():
     key, state = links.trials_view_state("my search/1", ["lam", "lr"], "val_rel_l2",
                                          "test_rel_l2")
     assert key == "mona-my_search_1"
-    state = json.loads(state)
-    assert state["searchFilter"] == "tags.`mona.search_name` = 'my search/1'"
-    assert state["selectedColumns"] == [
-        "params.`lam`", "params.`lr`", "metrics.`val_rel_l2`", "metrics.`test_rel_l2`",
-        "metrics.`source_probe_error`", "metrics.`best_val_rel_l2`", "tags.`mona.outcome`"]
+    assert json.loads(state) == {  # every field the MLflow UI reads from a shared view
+        "searchFilter": "tags.`mona.search_name` = 'my search/1'",
+        "orderByKey": "attributes.start_time", "orderByAsc": False, "startTime": "ALL",
+        "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+        "selectedColumns": [
+            "params.`lam`", "params.`lr`", "metrics.`val_rel_l2`", "metrics.`test_rel_l2`",
+            "metrics.`source_probe_error`", "metrics.`best_val_rel_l2`", "tags.`mona.outcome`"]}
+    assert links.trials_view_state("x" * 300, [], "m")[0] == "mona-" + "x" * 200
+    _, no_test = links.trials_view_state("s", ["lam"], "val_nrmse")
+    assert json.loads(no_test)["selectedColumns"] == [
+        "params.`lam`", "metrics.`val_nrmse`", "metrics.`source_probe_error`",
+        "metrics.`best_val_nrmse`", "tags.`mona.outcome`"]
+    _, backslash = links.trials_view_state("a\\b", [], "m")
+    assert json.loads(backslash)["searchFilter"] == ""
     _, quoted = links.trials_view_state("it's", [], "m")
     assert json.loads(quoted)["searchFilter"] == ""  # a quote would break MLflow's filter
     base = "http://h:5000/#/experiments/4/runs?workflowType=machine_learning"
