@@ -32,6 +32,7 @@ import numpy as np
 
 from mona_tune.cache import atomic_path
 from mona_tune.errors import MonaError
+from mona_tune.tasks.generate import _publishable
 from mona_tune.tasks.readers import (_check_count, _check_finite, _check_numeric, _require_file,
                                      file_errors, is_hdf5)
 
@@ -262,7 +263,7 @@ def write_tensor(path: Path, u: np.ndarray, x: np.ndarray, t: np.ndarray,
             f.create_dataset("t-coordinate", data=np.asarray(t, dtype=np.float32))
             for k, v in attrs.items():
                 f.attrs[k] = float(v)
-        _publish(tmp)
+        _publishable(tmp)
 
 
 def write_groups(path: Path, samples: Iterator[np.ndarray], x: np.ndarray, t: np.ndarray,
@@ -278,10 +279,4 @@ def write_groups(path: Path, samples: Iterator[np.ndarray], x: np.ndarray, t: np
                 g.create_dataset("grid/x", data=np.asarray(x, dtype=np.float32))
                 g.create_dataset("grid/t", data=np.asarray(t, dtype=np.float32))
                 g.attrs["config"] = config_yaml
-        _publish(tmp)
-
-
-def _publish(tmp: Path) -> None:
-    from mona_tune.tasks.generate import _publishable
-
-    _publishable(tmp)
+        _publishable(tmp)

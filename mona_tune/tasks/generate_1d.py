@@ -32,7 +32,7 @@ import numpy as np
 from mona_tune.errors import MonaError
 from mona_tune.tasks import files_1d, solvers_1d
 from mona_tune.tasks.files_1d import FAMILIES
-from mona_tune.tasks.generate import check_sizes, sample_rng
+from mona_tune.tasks.generate import _one_blas_thread, check_sizes, sample_rng
 
 BLOCK = 64
 DEFAULT_RESOLUTION = 1024  # PDEBench's cells
@@ -77,12 +77,6 @@ def _sorption_states(t_end: float) -> int:
     """States of a diffusion-sorption run to ``t_end``: PDEBench's spacing (5 s) kept."""
     dt = DEFAULTS["diffusion-sorption"]["fin_time"] / (SORPTION_STATES - 1)
     return int(round(t_end / dt)) + 1
-
-
-def _one_blas_thread() -> None:
-    from mona_tune.tasks.generate import _one_blas_thread as limit
-
-    limit()
 
 
 def _solve_all(family: str, seed: int, n: int, nx: int, s: dict, workers: int,
