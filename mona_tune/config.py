@@ -13,9 +13,10 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 Method = Literal["mona", "emb", "orca", "ft", "scratch"]
 METHODS: tuple[str, ...] = ("mona", "emb", "orca", "ft", "scratch")
-# the names of models.source.SOURCE_DATASETS; "cifar10" takes a directory (cifar10:DIR)
-SOURCE_DATA: tuple[str, ...] = ("digits", "fractals", "cifar10")
-SOURCE_DATA_WITH_ARGUMENT: tuple[str, ...] = ("cifar10",)
+# the names of models.source.SOURCE_DATASETS; "cifar10" takes a directory (cifar10:DIR), "text"
+# a file of labelled text (text:FILE)
+SOURCE_DATA: tuple[str, ...] = ("digits", "fractals", "cifar10", "text")
+SOURCE_DATA_WITH_ARGUMENT: dict[str, str] = {"cifar10": "DIR", "text": "FILE"}
 
 
 class TrainConfig(BaseModel):
@@ -85,13 +86,16 @@ class TrainConfig(BaseModel):
 
     # source model
     source_model: str | None = Field(None, description="timm Swin name, e.g. "
-                                     "swin_base_patch4_window7_224.ms_in22k (default: the "
-                                     "embedded digits Swin)")
-    weights: str | None = Field(None, description="local checkpoint or .safetensors for "
-                                "source_model (offline machines)")
+                                     "swin_base_patch4_window7_224.ms_in22k, or a language "
+                                     "model for 1D tasks (transformers), e.g. roberta-base "
+                                     "(default: the embedded digits Swin)")
+    weights: str | None = Field(None, description="local weights of source_model (offline "
+                                "machines): a checkpoint or .safetensors file for a Swin, a "
+                                "save_pretrained directory for a language model")
     source_data: str | None = Field(None, description="digits (default), fractals "
-                                    "(FractalDB-style, generated) or cifar10:DIR (the CIFAR-10 "
-                                    "python-pickle directory)")
+                                    "(FractalDB-style, generated), cifar10:DIR (the CIFAR-10 "
+                                    "python-pickle directory) or text:FILE (labelled text for a "
+                                    "language model: .csv/.tsv/.jsonl with text and label)")
     init_embedder: str | None = Field(None, description="an embedder directory written by a "
                                       "previous run (skips stage 1)")
 
@@ -110,7 +114,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.weights and not self.source_model:
-            raise ValueError("weights needs source_model (the timm architecture the file belongs to)")
+            raise ValueError("weights needs source_model (the architecture the weights belong to)")
         if self.first_order and self.method != "mona":
             raise ValueError("first_order applies only to method 'mona'")
         if self.source_data:
@@ -118,7 +122,8 @@ class TrainConfig(BaseModel):
             takes = name in SOURCE_DATA_WITH_ARGUMENT
             if name not in SOURCE_DATA or (takes and not argument) or (colon and not takes):
                 raise ValueError("source_data must be " + ", ".join(
-                    f"'{n}:DIR'" if n in SOURCE_DATA_WITH_ARGUMENT else f"'{n}'"
+                    f"'{n}:{SOURCE_DATA_WITH_ARGUMENT[n]}'" if n in SOURCE_DATA_WITH_ARGUMENT
+                    else f"'{n}'"
                     for n in SOURCE_DATA))
         return self
 

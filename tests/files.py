@@ -18,3 +18,58 @@ def write_cifar_dir(root, per_batch=12, seed=0):
         with open(root / name, "wb") as f:
             pickle.dump(batch, f)
     return root
+
+
+# Labelled sentences of three topics, built from word lists: enough structure for a probe.
+_TOPICS = {
+    "weather": ["rain", "cloud", "wind", "storm", "sunny", "cold", "snow", "fog"],
+    "sport": ["goal", "match", "team", "score", "coach", "player", "race", "ball"],
+    "food": ["bread", "soup", "apple", "cheese", "rice", "salad", "cake", "tea"],
+}
+
+
+def labelled_sentences(n_per_topic=20, seed=0):
+    """``(texts, labels)``: sentences of five words from one topic's list each."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n_per_topic):
+        for topic, words in _TOPICS.items():
+            texts.append("the " + " ".join(rng.choice(words, 5)) + f" {i}")
+            labels.append(topic)
+    return texts, labels
+
+
+def write_labelled_text(path, n_per_topic=20, seed=0):
+    """A CSV with a header ``text,label`` (the layout of ``--source-data text:FILE``)."""
+    import csv
+
+    texts, labels = labelled_sentences(n_per_topic, seed)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels))
+    return path
+
+
+def write_tiny_roberta(directory, max_positions=66, hidden=32, seed=0):
+    """A RoBERTa of random weights (2 layers, width ``hidden``) and a byte-level BPE tokenizer
+    trained on :func:`labelled_sentences`, written by ``save_pretrained`` as the hub would
+    hold it: the directory that ``--weights`` takes on an offline machine."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(labelled_sentences()[0], vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                            show_progress=False)
+    bpe._tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=2 * hidden,
+                           max_position_embeddings=max_positions, pad_token_id=1,
+                           bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(seed)
+    RobertaModel(config).save_pretrained(directory)  # with its pooler, as the hub holds it
+    tokenizer.save_pretrained(directory)
+    return directory

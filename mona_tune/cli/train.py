@@ -121,10 +121,10 @@ def _check_places(cfg, out: Path | None) -> None:
 
     if out is not None:
         check_creatable(out, "--out")
-    if cfg.weights:  # a file that is no checkpoint: before the model is built
-        from mona_tune.models.encoder import read_state_dict
+    if cfg.weights:  # weights that cannot be read: before the model is built
+        from mona_tune.models.load import check_weights
 
-        read_state_dict(Path(cfg.weights).expanduser())
+        check_weights(cfg.weights)
     if cfg.init_embedder:
         d = Path(cfg.init_embedder).expanduser()
         _, weights_path = embedder_files(d)

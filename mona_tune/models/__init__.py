@@ -8,7 +8,8 @@ from mona_tune.models.assemble import TargetModel, build_target_model, embedder_
 from mona_tune.models.embedders import Embedder1D, Embedder2D
 from mona_tune.models.encoder import SwinBody, create_timm_swin, load_weights
 from mona_tune.models.predictors import ClassificationHead, DenseHead
-from mona_tune.models.source import SourceData, SourceModel, load_source_data, load_source_model
+from mona_tune.models.load import load_source_model
+from mona_tune.models.source import SourceData, SourceModel, load_source_data
 
 __all__ = [
     "ClassificationHead", "DenseHead", "Embedder1D", "Embedder2D", "SourceData", "SourceModel",

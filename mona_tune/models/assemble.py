@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mona_tune.models.embedders import Embedder1D, Embedder2D, init_from_source
+from mona_tune.models.embedders import Embedder1D, Embedder2D
 from mona_tune.models.encoder import SwinBody
-from mona_tune.models.predictors import ClassificationHead, DenseHead
+from mona_tune.errors import MonaError
+from mona_tune.models.predictors import ClassificationHead, DenseHead, SequenceHead
 from mona_tune.models.source import SourceModel
 
 
@@ -34,29 +35,32 @@ def build_target_model(source: SourceModel, in_channels: int, in_shape: tuple[in
                        random_encoder: bool = False) -> TargetModel:
     """Assemble the target model around a copy of ``source``'s encoder body.
 
-    ``in_shape`` of length 2 gets the 2D embedder, of length 1 the 1D embedder; ``output`` is
-    ``"dense"`` (a field of ``out_channels`` channels and spatial ``out_shape``) or ``"classes"``
-    (``out_channels`` logits). ``random_encoder`` (method ``scratch``) gives the same architecture
-    randomly initialised; its embedder then takes nothing from the source model either.
-    Otherwise the embedder starts from the source patch embedding (:func:`init_from_source`).
+    ``in_shape`` of length 2 gets the 2D embedder, of length 1 the 1D embedder on the source's
+    token grid for that length (the Swin's patch grid, or a row of tokens for a language model);
+    ``output`` is ``"dense"`` (a field of ``out_channels`` channels and spatial ``out_shape``) or
+    ``"classes"`` (``out_channels`` logits). ``random_encoder`` (method ``scratch``) gives the same
+    architecture randomly initialised; its embedder then takes nothing from the source model
+    either. Otherwise the embedder starts from the source embedder (``source.init_embedder``).
     Parameters are initialised from torch's global RNG.
     """
     encoder = source.random_body() if random_encoder else source.body()
-    grid = tuple(int(g) for g in source.patch_embed.grid_size)
     dim = source.embed_dim
-    if len(in_shape) == 2:
+    if len(in_shape) == 2 and source.modality == "image":
         embedder = Embedder2D(in_channels, source.img_size, source.patch_size, dim)
     elif len(in_shape) == 1:
-        embedder = Embedder1D(in_channels, in_shape[0], grid, dim)
+        embedder = Embedder1D(in_channels, in_shape[0], source.token_grid(in_shape[0]), dim)
     else:
-        raise ValueError(f"inputs must be 1D or 2D, not {in_shape}")
+        raise MonaError(f"the {source.modality} source model cannot take inputs of shape "
+                        f"{tuple(in_shape)} (a language model takes 1D inputs only)")
     if not random_encoder:  # the same start for mona, emb, orca and ft (no random draws)
-        init_from_source(embedder, source.patch_embed)
+        source.init_embedder(embedder)
 
-    with torch.no_grad():  # the encoder's output grid and width, whatever the Swin variant
-        out = encoder(torch.zeros(1, *grid, dim))
+    with torch.no_grad():  # the encoder's output grid and width, whatever the variant
+        out = encoder(torch.zeros(1, *embedder.grid, dim))
     token_grid, out_dim = (int(out.shape[1]), int(out.shape[2])), int(out.shape[3])
-    if output == "dense":
+    if output == "dense" and source.modality == "text":
+        predictor = SequenceHead(out_dim, embedder.piece, out_channels, out_shape)
+    elif output == "dense":
         predictor = DenseHead(out_dim, token_grid, source.img_size, out_channels, out_shape)
     elif output == "classes":
         predictor = ClassificationHead(out_dim, out_channels)

@@ -56,6 +56,28 @@ class DenseHead(nn.Module):
         return _fit_1d(x.flatten(2), self.out_shape[0])
 
 
+class SequenceHead(nn.Module):
+    """ORCA's dense head for a sequence encoder: each of the ``T`` tokens is mapped by one shared
+    linear layer to its piece of the output (``out_channels × piece`` values), the pieces are laid
+    end to end, and the sequence is cut to the target's length (the embedder padded its end) or,
+    for another length, pooled or interpolated to it."""
+
+    def __init__(self, in_dim: int, piece: int, out_channels: int, out_shape: tuple[int, ...]):
+        super().__init__()
+        if len(out_shape) != 1:
+            raise ValueError(f"a sequence head gives 1D targets, not {tuple(out_shape)}")
+        self.piece, self.out_channels, self.length = piece, out_channels, int(out_shape[0])
+        self.fc = nn.Linear(in_dim, out_channels * piece)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        n, h, w, _ = tokens.shape
+        x = self.fc(tokens).reshape(n, h * w, self.out_channels, self.piece)
+        x = x.permute(0, 2, 1, 3).reshape(n, self.out_channels, h * w * self.piece)
+        if 0 <= x.shape[-1] - self.length < self.piece:
+            return x[..., :self.length]
+        return _fit_1d(x, self.length)
+
+
 def _fit_2d(x: Tensor, shape: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == tuple(shape):
         return x

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from mona_tune.cache import atomic_path, cache_dir, config_key
 from mona_tune.errors import MonaError
+from mona_tune.models.embedders import init_from_source
 from mona_tune.models.encoder import DROP_PATH_RATE, SwinBody, create_timm_swin
 
 def cpu_threads(requested: int | None = None) -> int:
@@ -94,6 +95,7 @@ class SourceData:
     y_align: Tensor
     x_probe: Tensor
     y_probe: Tensor
+    modality: str = "image"  # or "text": UTF-8 bytes, one zero-padded uint8 row per sample
 
 
 # name -> loader(argument, probe_samples): ``source_data`` is ``NAME`` or ``NAME:ARGUMENT``
@@ -202,6 +204,71 @@ def _cifar10(directory: str, probe_samples: int) -> SourceData:
                       x_test[pro], y_test[pro])
 
 
+TEXT_ALIGN = 1000
+TEXT_MAX_BYTES = 4096  # per text; the tokenizer keeps far fewer tokens than this
+
+
+def encode_texts(texts: list[str]) -> Tensor:
+    """Texts as UTF-8 bytes, one zero-padded uint8 row each (indexable like images)."""
+    raw = [t.encode("utf-8")[:TEXT_MAX_BYTES] for t in texts]
+    out = torch.zeros(len(raw), max((len(r) for r in raw), default=1), dtype=torch.uint8)
+    for i, r in enumerate(raw):
+        out[i, :len(r)] = torch.tensor(list(r), dtype=torch.uint8)
+    return out
+
+
+def decode_texts(rows: Tensor) -> list[str]:
+    """The inverse of :func:`encode_texts` (a text cut inside a character loses that character)."""
+    return [bytes(r).rstrip(b"\0").decode("utf-8", "ignore") for r in rows.cpu().numpy()]
+
+
+def read_labelled_text(path: Path) -> tuple[list[str], list[str]]:
+    """``text`` and ``label`` of every record: a CSV or TSV with a header naming both columns,
+    or JSON lines with both keys."""
+    import csv
+
+    if not path.is_file():
+        raise MonaError(f"text source data {path} not found (--source-data text:FILE: a .csv, "
+                        ".tsv or .jsonl with text and label)")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            if path.suffix == ".jsonl":
+                rows = [json.loads(line) for line in f if line.strip()]
+            elif path.suffix in (".csv", ".tsv"):
+                rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+            else:
+                raise MonaError(f"text source data {path}: use a .csv, .tsv or .jsonl file")
+        texts = [str(r["text"]) for r in rows]
+        labels = [str(r["label"]) for r in rows]
+    except (KeyError, TypeError) as e:
+        raise MonaError(f"text source data {path}: a record lacks the {e} field "
+                        "(each needs text and label)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
+        raise MonaError(f"text source data {path} cannot be read: {type(e).__name__}: {e}") \
+            from None
+    return texts, labels
+
+
+@register_source_data("text")
+def _text(file: str, probe_samples: int) -> SourceData:
+    """Labelled text, permuted once: alignment (first ``min(1000, N/2)``), then probe. No
+    pretraining part: a language source model comes pretrained."""
+    path = Path(file).expanduser()
+    texts, labels = read_labelled_text(path)
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise MonaError(f"text source data {path} needs at least 2 labels, has {len(classes)}")
+    x = encode_texts(texts)
+    y = torch.tensor([classes.index(label) for label in labels], dtype=torch.int64)
+    perm = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
+    n_align = min(TEXT_ALIGN, len(perm) // 2)
+    ali, pro = perm[:n_align], perm[n_align:][:probe_samples]
+    if len(pro) < 4:
+        raise MonaError(f"text source data {path} has too few records ({len(y)}) for a probe")
+    return SourceData(f"text:{path}", len(classes), x[:0], y[:0], x[ali], y[ali], x[pro],
+                      y[pro], modality="text")
+
+
 # ---------------------------------------------------------------- the source model
 @dataclass
 class SourceModel:
@@ -217,6 +284,8 @@ class SourceModel:
     fresh_net: object = field(repr=False, default=None)  # () -> same architecture, random weights
     info: dict = field(default_factory=dict)
 
+    modality = "image"
+
     def __post_init__(self):
         self.net.eval()
         self.net.requires_grad_(False)
@@ -224,6 +293,19 @@ class SourceModel:
     @property
     def patch_embed(self) -> nn.Module:
         return self.net.patch_embed
+
+    @property
+    def embedder(self) -> nn.Module:
+        """The frozen source embedder e_s (shared: copy it before moving or changing it)."""
+        return self.net.patch_embed
+
+    def token_grid(self, length: int) -> tuple[int, int]:
+        """The token grid a 1D target of ``length`` values is laid on: the Swin's patch grid."""
+        return tuple(int(g) for g in self.net.patch_embed.grid_size)
+
+    def init_embedder(self, embedder: nn.Module) -> None:
+        """Start a target embedder from the source patch embedding (no random draws)."""
+        init_from_source(embedder, self.net.patch_embed)
 
     @property
     def img_size(self) -> int:
@@ -258,11 +340,7 @@ class SourceModel:
         return SwinBody(net.layers, net.norm).requires_grad_(True).train()
 
 
-def load_source_model(source_model: str | None, weights: str | None,
-                      data: SourceData) -> SourceModel:
-    """The embedded model (trained on ``data`` once, cached) or a timm Swin by name."""
-    if source_model is None:
-        return embedded_source_model(data)
+def timm_source_model(source_model: str, weights: str | None) -> SourceModel:
     net = create_timm_swin(source_model, weights)
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))

@@ -98,9 +98,9 @@ def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: di
     if fixed.get("data_dir") and not Path(fixed["data_dir"]).expanduser().is_dir():
         raise MonaError(f"--data-dir {fixed['data_dir']}: no such folder")
     if fixed.get("weights"):
-        from mona_tune.models.encoder import read_state_dict
+        from mona_tune.models.load import check_weights
 
-        read_state_dict(Path(fixed["weights"]).expanduser())  # a file that is no checkpoint
+        check_weights(fixed["weights"])  # a file that is no checkpoint, a folder of no model
 
 
 # SearchConfig fields -> the flag that sets them: a value out of the model's bounds is named by

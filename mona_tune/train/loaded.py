@@ -12,8 +12,8 @@ import functools
 import torch
 
 from mona_tune.config import TrainConfig
-from mona_tune.models.source import (DEFAULT_SOURCE_DATA, SourceData, SourceModel, load_source_data,
-                                     load_source_model)
+from mona_tune.models.load import load_source_model
+from mona_tune.models.source import DEFAULT_SOURCE_DATA, SourceData, SourceModel, load_source_data
 from mona_tune.tasks import TaskData, get_task
 
 # The TrainConfig fields a task loader may read (see mona_tune.tasks).
@@ -67,10 +67,10 @@ def _pretrained_probe_error(name, weights, data_spec, probe_samples, device: str
     src = _source_model(name, weights, data_spec, probe_samples)
     data = _source_data(data_spec, probe_samples)
     body = src.body().to(device)
-    patch_embed = copy.deepcopy(src.patch_embed).to(device)
+    source_embedder = copy.deepcopy(src.embedder).to(device)
 
     def embed(images):
-        return patch_embed(src.prepare(images.to(device)))
+        return source_embedder(src.prepare(images.to(device)))
 
     return source_probe_error(body, embed, data.x_probe, data.y_probe)
 

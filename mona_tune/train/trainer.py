@@ -96,7 +96,7 @@ class Trainer:
             output=self.task.output, out_channels=self.task.out_channels, out_shape=d.out_shape,
             random_encoder=cfg.method == "scratch",
         ).to(self.device)
-        self.source_embedder = copy.deepcopy(self.source.patch_embed).to(self.device)
+        self.source_embedder = copy.deepcopy(self.source.embedder).to(self.device)
         # orca's OTDD labels a dense target by k-means on its training outputs (ORCA's
         # pseudo-labels); a classification target has its own labels
         self.orca_centres = None

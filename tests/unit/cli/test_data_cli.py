@@ -138,7 +138,7 @@ def test_make_a_pdebench_1d_file_then_inspect_and_load_it(tmp_path, capsys, task
     path = tmp_path / name
     assert out.split() == [str(path)] and set(tmp_path.iterdir()) == {path}
     text = run_ok(capsys, "data", "inspect", str(tmp_path))
-    assert f"20 samples" in text and "32 cells" in text and f"{states} states" in text
+    assert "20 samples" in text and "32 cells" in text and f"{states} states" in text
     params = {"beta": 1.0} if task == "advection" else {"nu": 0.1} if task == "burgers" else {}
     data = get_task(task).load(TrainConfig(task=task, data_dir=str(tmp_path), **params))
     assert data.x_test.shape == (2, 1, 32) and data.info["file_states"] == states

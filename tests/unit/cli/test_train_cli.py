@@ -150,3 +150,32 @@ def test_every_per_run_field_has_a_flag():
     assert by_dest["grad_clip"].type.__name__ == "float_or_none"
     assert by_dest["n_train"].type is int and by_dest["lam"].type is float
     assert by_dest["bf16"].nargs == 0 and by_dest["first_order"].nargs == 0  # switches
+
+
+def test_a_1d_task_on_a_language_source_model(capsys, tmp_path):
+    """``--source-model roberta-base --weights DIR --source-data text:FILE`` on advection: MoNA's
+    two stages on a tiny RoBERTa (random weights, written by save_pretrained), labelled text as
+    the source data, the exported embedder tied to that model; digits instead of text is one
+    line and exit 2."""
+    from files import write_labelled_text, write_tiny_roberta
+
+    weights = write_tiny_roberta(tmp_path / "tiny-roberta")
+    text = write_labelled_text(tmp_path / "topics.csv")
+    common = ["--task", "advection", "--source-model", "roberta-base", "--weights", weights,
+              "--n-train", "16", "--n-test", "4", "--batch-size", "8",
+              "--source-batch-size", "6", "--probe-samples", "16", "--num-threads", "1",
+              "--device", "cpu"]
+    code, out, err = run(capsys, *common, "--source-data", f"text:{text}", "--method", "mona",
+                         "--warmup-epochs", "1", "--epochs", "1", "--out", tmp_path / "run")
+    assert code == 0, err
+    final = json.loads(out)
+    assert final["source_model"] == "roberta-base@tiny-roberta"
+    assert final["test_nrmse"] > 0 and 0 <= final["source_probe_error"] <= 1
+    assert "stage 1 epoch 1/1" in err
+    spec = json.loads((tmp_path / "run" / "embedder" / "embedder.json").read_text())
+    assert spec["kind"] == "1d" and spec["grid"] == [1, 64] and spec["embed_dim"] == 32
+    assert spec["source_model"] == "roberta-base@tiny-roberta"
+
+    code, _, err = run(capsys, *common, "--epochs", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "source data digits is image, but the source model roberta-base takes text" in err

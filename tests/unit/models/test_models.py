@@ -254,14 +254,14 @@ def test_the_source_data_registry_matches_the_config():
     from mona_tune.models.source import SOURCE_DATASETS, load_source_data, register_source_data
 
     assert set(SOURCE_DATASETS) == set(SOURCE_DATA)
-    for ok in ("digits", "fractals", "cifar10:/data/c10"):
+    for ok in ("digits", "fractals", "cifar10:/data/c10", "text:/data/labelled.csv"):
         assert TrainConfig(source_data=ok).source_data == ok
-    for bad in ("mnist", "cifar10", "cifar10:", "digits:x"):
+    for bad in ("mnist", "cifar10", "cifar10:", "digits:x", "text"):
         with pytest.raises(ValidationError, match="source_data must be 'digits', 'fractals', "
-                                                  "'cifar10:DIR'"):
+                                                  "'cifar10:DIR', 'text:FILE'"):
             TrainConfig(source_data=bad)
     with pytest.raises(MonaError, match=r"unknown source data 'mnist' \(known: cifar10, "
-                                        r"digits, fractals\)"):
+                                        r"digits, fractals, text\)"):
         load_source_data("mnist")
     with pytest.raises(ValueError, match="registered twice"):
         register_source_data("digits")(lambda a, n: None)
