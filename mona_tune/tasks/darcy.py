@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mona_tune.errors import MonaError
 from mona_tune.tasks import readers
-from mona_tune.tasks.embedded import embedded_dir
+from mona_tune.tasks.embedded import embedded_dir, file_size_for
 from mona_tune.tasks.metrics import nrmse_loss, nrmse_per_sample, rel_l2_loss, rel_l2_per_sample
 from mona_tune.tasks.normalize import UnitGaussianNormalizer
 from mona_tune.tasks.registry import Task, TaskData, register, validation_size
@@ -106,13 +106,7 @@ def _embedded_darcy(n_train: int, n_test: int, resolution: int) -> Path:
 def _embedded_pdebench(n_train: int | None, n_test: int | None, resolution: int,
                        beta: float) -> Path:
     """Smallest PDEBench-layout file holding ≥ n_train training and ≥ n_test test samples."""
-    total = EMBEDDED_PDEBENCH["n_total"]
-    if n_train is not None or n_test is not None:
-        want_train = n_train or total - pdebench_n_test(total)
-        want_test = n_test or pdebench_n_test(total)
-        total = want_train + want_test
-        while pdebench_n_test(total) < want_test or total - pdebench_n_test(total) < want_train:
-            total += 1
+    total = file_size_for(n_train, n_test, EMBEDDED_PDEBENCH["n_total"], pdebench_n_test)
     n_te = pdebench_n_test(total)
     params = {"task": "pdebench-darcy", "fmt": "pdebench", "n_train": total - n_te,
               "n_test": n_te, "resolution": resolution, "beta": float(beta)}

@@ -45,3 +45,19 @@ def embedded_dir(params: dict, expected: list[str], make: Callable[[Path], objec
         if not all((out / name).is_file() for name in expected):
             make(out)
         return out
+
+
+def file_size_for(n_train: int | None, n_test: int | None, default_total: int,
+                  n_test_of: Callable[[int], int]) -> int:
+    """Samples of the smallest generated file whose split (``n_test_of(total)`` test samples, the
+    rest training) holds ≥ ``n_train`` training and ≥ ``n_test`` test samples; the default size
+    when neither is asked for, and the default split's share for the one not asked for."""
+    if n_train is None and n_test is None:
+        return default_total
+    want_train = n_train or default_total - n_test_of(default_total)
+    want_test = n_test or n_test_of(default_total)
+    total = want_train + want_test
+    while n_test_of(total) < want_test or total - n_test_of(total) < want_train:
+        total += 1
+    return total
+

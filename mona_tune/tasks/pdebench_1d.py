@@ -40,7 +40,7 @@ import torch
 
 from mona_tune.errors import MonaError
 from mona_tune.tasks import files_1d
-from mona_tune.tasks.embedded import embedded_dir
+from mona_tune.tasks.embedded import embedded_dir, file_size_for
 from mona_tune.tasks.metrics import nrmse_loss, nrmse_per_sample
 from mona_tune.tasks.normalize import UnitGaussianNormalizer
 from mona_tune.tasks.readers import pdebench_step
@@ -111,26 +111,13 @@ def equation_params(task: str, cfg) -> dict[str, float]:
             for k, v in defaults.items()}
 
 
-def _n_total(layout: str, n_train: int | None, n_test: int | None, default: int) -> int:
-    """Smallest file whose split holds ≥ n_train training and ≥ n_test test samples."""
-    if n_train is None and n_test is None:
-        return default
-    n_te_default = files_1d.n_test_of(layout, default)
-    want_train = n_train or default - n_te_default
-    want_test = n_test or n_te_default
-    total = want_train + want_test
-    while (files_1d.n_test_of(layout, total) < want_test
-           or total - files_1d.n_test_of(layout, total) < want_train):
-        total += 1
-    return total
-
-
 def _embedded_file(task: str, cfg, params: dict[str, float]) -> Path:
     from mona_tune.tasks.generate_1d import make_1d_dataset
 
     emb = EMBEDDED[task]
     fam = files_1d.FAMILIES[task]
-    total = _n_total(fam.layout, cfg.n_train, cfg.n_test, emb.n_total)
+    total = file_size_for(cfg.n_train, cfg.n_test, emb.n_total,
+                          functools.partial(files_1d.n_test_of, fam.layout))
     n_te = files_1d.n_test_of(fam.layout, total)
     gen = {"n_train": total - n_te, "n_test": n_te, "resolution": emb.resolution,
            "fin_time": emb.fin_time, **params}
