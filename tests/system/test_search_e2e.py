@@ -206,3 +206,36 @@ def test_search_a_pdebench_1d_task_with_its_packaged_space(task, ray_address, fa
     assert 0 < run.data.metrics["test_nrmse"] < 10
     version = client.get_model_version_by_alias(f"mona-{task}-embedder", "best")
     assert version.run_id == run.info.run_id
+
+
+def test_search_a_1d_task_on_a_language_source_model(ray_address, faults_file, tmp_path, capsys,
+                                                     monkeypatch):
+    """The paper's 1D pairing through the whole search: a RoBERTa (tiny, random weights, a
+    save_pretrained directory as --weights on an offline cluster) with labelled text as source
+    data; the weights folder and the text file pass the per-node check, the trial is tracked with
+    the model it was aligned to."""
+    from files import write_labelled_text, write_tiny_roberta
+
+    monkeypatch.chdir(tmp_path)
+    faults_file.write_text("[]")
+    weights = write_tiny_roberta(tmp_path / "tiny-roberta")
+    text = write_labelled_text(tmp_path / "topics.csv")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["search", "--task", "advection", "--name", "lang", "--storage",
+                 str(tmp_path / "runs"), "--tracking-uri", uri, "--num-samples", "1",
+                 "--max-t", "1", "--source-model", "roberta-base", "--weights", str(weights),
+                 "--source-data", f"text:{text}", "--set", "epochs=1", "--set", "n_train=16",
+                 "--set", "n_test=4", "--set", "probe_samples=16", "--set", "device=cpu",
+                 "--sampler", "random", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    client = mr.get_client(uri)
+    exp = client.get_experiment_by_name("mona-tune-advection")
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string="tags.`mona.role` = 'trial'")
+    assert len(children) == 1
+    run = children[0]
+    assert run.data.tags["mona.outcome"] == "completed"
+    assert run.data.params["source_model"] == "roberta-base"
+    assert run.data.params["source_data"] == f"text:{text}"
+    assert run.data.metrics["source_probe_error"] >= 0 and run.data.metrics["test_nrmse"] > 0
