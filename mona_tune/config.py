@@ -83,6 +83,11 @@ class TrainConfig(BaseModel):
                              "default 0.5)")
     rho: float | None = Field(None, gt=0, description="PDEBench ρ: the diffusion-reaction "
                               "growth rate (default 1.0)")
+    target_kind: Literal["auto", "dense", "classes"] = Field(
+        "auto", description="task arrays: dense fields or class labels (auto: integer y is "
+        "labels, floating y a field)")
+    metric: str | None = Field(None, description="task arrays: rel_l2 (default), nrmse or mse "
+                               "for dense targets; error_rate (default) or accuracy for classes")
 
     # source model
     source_model: str | None = Field(None, description="timm Swin name, e.g. "

@@ -144,20 +144,21 @@ class _Search:
 
     def __init__(self, scfg: SearchConfig, space: SearchSpace, param_space: dict, *,
                  resume: bool, space_yaml: str, out=None):
-        from mona_tune.tasks import get_task
+        from mona_tune.config import TrainConfig
+        from mona_tune.tasks import resolve_task
 
         self.scfg, self.space, self.param_space = scfg, space, param_space
         self.resume, self.space_yaml, self.out = resume, space_yaml, out
         self.t_start = time.time()
         self.timings: dict[str, float] = {}
-        task = get_task(scfg.task)
-        self.metric_name = task.metric
-        self.metric, self.mode = f"val_{task.metric}", task.direction
-        self.test_key = f"test_{task.metric}"
         self.exp_path = storage.join(scfg.storage, scfg.name)
         self.searched = sorted(space.searched)
         self.max_t = scfg.scheduler.max_t or space.max_stage2_epochs()
         self.fixed = {k: v for k, v in param_space.items() if k not in self.searched}
+        task = resolve_task(TrainConfig(**self.fixed))  # a user's arrays: metric from the data
+        self.metric_name = task.metric
+        self.metric, self.mode = f"val_{task.metric}", task.direction
+        self.test_key = f"test_{task.metric}"
         self.started = False
         self.nodes: list[nodes.Node] = []
         self.parent_run_id: str | None = None

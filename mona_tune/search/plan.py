@@ -165,6 +165,11 @@ def _new_search(req: SearchRequest, storage: str):
     param_space = to_param_space(space, task.name, extra)
     fixed = {k: v for k, v in param_space.items() if k not in space.searched}
     _validate_fixed(fixed, "fixed fields (space file + flags)")
+    if task.configure:  # a user's arrays: every check on the data made before Ray starts
+        from mona_tune.config import TrainConfig
+
+        cfg = TrainConfig(**fixed)
+        task.configure(cfg).load(cfg)
 
     name = req.name or f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not _NAME_RE.match(name):

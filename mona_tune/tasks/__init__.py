@@ -1,10 +1,13 @@
 """Tasks: the registry (``registry``: what a task is, ``register``, ``get_task``) and the task
 modules, which register themselves when imported here."""
 
-from mona_tune.tasks.registry import TASKS, Task, TaskData, get_task, register, validation_size
+from mona_tune.tasks.registry import (TASKS, Task, TaskData, get_task, register, resolve_task,
+                                     validation_size)
 
 # Importing the task modules registers them.
 from mona_tune.tasks import darcy as _darcy  # noqa: E402,F401,I001
 from mona_tune.tasks import pdebench_1d as _pdebench_1d  # noqa: E402,F401,I001
+from mona_tune.tasks import arrays as _arrays  # noqa: E402,F401,I001
 
-__all__ = ["TASKS", "Task", "TaskData", "get_task", "register", "validation_size"]
+__all__ = ["TASKS", "Task", "TaskData", "get_task", "register", "resolve_task",
+           "validation_size"]

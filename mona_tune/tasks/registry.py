@@ -62,6 +62,9 @@ class Task:
     loss: Callable[[Tensor, Tensor], Tensor]  # (decoded pred, target) -> scalar training loss
     metric_per_sample: Callable[[Tensor, Tensor], Tensor]  # (decoded pred, target) -> (N,) values
     load: Callable[[TrainConfig], TaskData]
+    # a task whose shapes, output kind and metric come from its data (``arrays``): the Task
+    # for one config, read from the data's headers; None for a task fixed by its definition
+    configure: Callable[[TrainConfig], Task] | None = None
 
     @property
     def mode(self) -> Literal["min", "max"]:
@@ -81,6 +84,12 @@ def register(task: Task) -> Task:
         raise ValueError(f"task {task.name!r} registered twice")
     TASKS[task.name] = task
     return task
+
+
+def resolve_task(cfg: TrainConfig) -> Task:
+    """The task of ``cfg`` as a run sees it: its definition, or what its data configure."""
+    task = get_task(cfg.task)
+    return task.configure(cfg) if task.configure else task
 
 
 def get_task(name: str) -> Task:

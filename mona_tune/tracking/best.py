@@ -92,10 +92,8 @@ def rank_trials(tracking_uri: str, *, name: str | None = None,
                 break
         metric = mode = None
     if not metric:
-        from mona_tune.tasks import get_task
-
-        t = get_task(task)
-        metric, mode = f"val_{t.metric}", t.direction
+        experiment = parent.info.experiment_id if parent else exps[0].experiment_id
+        metric, mode = _task_metric(client, task, experiment)
     ranked = []
     for r in runs:
         v = r.data.metrics.get(metric)
@@ -109,6 +107,24 @@ def rank_trials(tracking_uri: str, *, name: str | None = None,
                              params=dict(r.data.params), searched=searched))
     ranked.sort(key=lambda x: x.metric, reverse=(mode == "max"))
     return ranked, metric, mode or "min", parent
+
+
+def _task_metric(client, task: str, experiment_id: str) -> tuple[str, str]:
+    """The ranking metric of a task's trials: the task's own, or, for a task configured by its
+    data (``arrays``), the one its newest search ranked by."""
+    from mona_tune.tasks import get_task
+
+    t = get_task(task)
+    if t.configure is None:
+        return f"val_{t.metric}", t.direction
+    newest = mr.retrying(client.search_runs, [experiment_id],
+                         filter_string=f"tags.`{mr.TAG_ROLE}` = 'search'",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    if not newest or "metric" not in newest[0].data.params:
+        raise MonaError(f"--task {task}: no search of that task records its metric; "
+                        "name one with --name")
+    params = newest[0].data.params
+    return params["metric"], params.get("mode", "min")
 
 
 def _fmt(v) -> str:

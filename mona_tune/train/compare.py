@@ -112,12 +112,12 @@ def claims(runs: list[dict], methods: list[str], key: str, direction: str) -> li
 # ---------------------------------------------------------------- the runs
 def compare(base: TrainConfig, methods: list[str], seeds: int, log=None) -> dict:
     """Run ``methods × seeds`` from ``base`` and the ridge reference; return runs and summary."""
-    from mona_tune.tasks import get_task
+    from mona_tune.tasks import resolve_task
     from mona_tune.train import loaded
     from mona_tune.train.ridge import ridge_baseline
     from mona_tune.train.trainer import Trainer
 
-    task = get_task(base.task)
+    task = resolve_task(base)
     runs = []
     for seed in range(seeds):
         for method in methods:

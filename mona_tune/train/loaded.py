@@ -18,7 +18,7 @@ from mona_tune.tasks import TaskData, get_task
 
 # The TrainConfig fields a task loader may read (see mona_tune.tasks).
 TASK_DATA_FIELDS = ("task", "data_dir", "n_train", "n_test", "val_fraction", "resolution", "beta",
-                    "nu", "rho")
+                    "nu", "rho", "target_kind")
 
 
 def task_data(cfg: TrainConfig) -> TaskData:

@@ -38,7 +38,7 @@ from mona_tune.config import TrainConfig
 from mona_tune.errors import MonaError
 from mona_tune.models.assemble import build_target_model, read_embedder, write_embedder
 from mona_tune.models.source import cpu_threads
-from mona_tune.tasks import get_task
+from mona_tune.tasks import resolve_task
 from mona_tune.train import faults, loaded
 from mona_tune.train.otdd import fit_pseudo_label_centres
 from mona_tune.train.probe import ProbeEstimate, source_probe
@@ -82,7 +82,7 @@ class Trainer:
         torch.set_num_threads(cpu_threads(cfg.num_threads))
 
         # shared, cached per process (never modified here)
-        self.task = get_task(cfg.task)
+        self.task = resolve_task(cfg)
         self.data = loaded.task_data(cfg)
         self.source_data = loaded.source_data(cfg)
         self.source = loaded.source_model(cfg)

@@ -179,3 +179,40 @@ def test_a_1d_task_on_a_language_source_model(capsys, tmp_path):
     code, _, err = run(capsys, *common, "--epochs", "1")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "source data digits is image, but the source model roberta-base takes text" in err
+
+
+def test_your_own_arrays_dense_and_classes(capsys, tmp_path):
+    """``--task arrays``: 2D class labels from an HDF5 file (cross-entropy, accuracy, the
+    classification head) and a 1D field from .npz files, each one short MoNA run; no data
+    folder is one line and exit 2."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(48) % 3
+    x = rng.normal(size=(48, 1, 12, 12)).astype(np.float32) + labels[:, None, None, None]
+    with h5py.File(tmp_path / "shapes.h5", "w") as f:
+        for split, part in (("train", slice(0, 36)), ("test", slice(36, 48))):
+            f.create_dataset(f"{split}/x", data=x[part])
+            f.create_dataset(f"{split}/y", data=labels[part])
+    common = ["--task", "arrays", "--method", "mona", "--warmup-epochs", "1", "--epochs", "1",
+              "--batch-size", "8", "--source-batch-size", "8", "--probe-samples", "40",
+              "--num-threads", "1", "--device", "cpu"]
+    code, out, err = run(capsys, *common, "--data-dir", tmp_path / "shapes.h5",
+                         "--metric", "accuracy")
+    assert code == 0, err
+    final = json.loads(out)
+    assert final["task"] == "arrays" and 0 <= final["test_accuracy"] <= 1
+    assert "best_val_accuracy" in final
+
+    u = rng.normal(size=(30, 1, 40)).astype(np.float32)
+    (tmp_path / "field").mkdir()
+    np.savez(tmp_path / "field" / "train.npz", x=u[:24], y=np.cumsum(u[:24], axis=2))
+    np.savez(tmp_path / "field" / "test.npz", x=u[24:], y=np.cumsum(u[24:], axis=2))
+    code, out, err = run(capsys, *common, "--data-dir", tmp_path / "field")
+    assert code == 0, err
+    assert json.loads(out)["test_rel_l2"] > 0
+
+    code, _, err = run(capsys, "--task", "arrays", "--epochs", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "task arrays needs --data-dir" in err
