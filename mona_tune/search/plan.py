@@ -95,8 +95,8 @@ def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: di
                         f"{db.parent} ({fault})")
     if req.address or os.environ.get("RAY_ADDRESS"):
         return
-    if fixed.get("data_dir") and not Path(fixed["data_dir"]).expanduser().is_dir():
-        raise MonaError(f"--data-dir {fixed['data_dir']}: no such folder")
+    if fixed.get("data_dir") and not Path(fixed["data_dir"]).expanduser().exists():
+        raise MonaError(f"--data-dir {fixed['data_dir']}: no such folder or file")
     if fixed.get("weights"):
         from mona_tune.models.load import check_weights
 

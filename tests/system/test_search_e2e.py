@@ -239,3 +239,48 @@ def test_search_a_1d_task_on_a_language_source_model(ray_address, faults_file, t
     assert run.data.params["source_model"] == "roberta-base"
     assert run.data.params["source_data"] == f"text:{text}"
     assert run.data.metrics["source_probe_error"] >= 0 and run.data.metrics["test_nrmse"] > 0
+
+
+@pytest.mark.parametrize("kind", ["dense", "classes"])
+def test_search_your_own_arrays(kind, ray_address, faults_file, tmp_path, capsys, monkeypatch):
+    """``--task arrays`` with the packaged space: a 1D field from .npz files, or 2D class labels
+    from one HDF5 file ranked by accuracy (direction max); the search ranks by the metric the
+    data configure, and ``best`` finds it again."""
+    import h5py
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    faults_file.write_text("[]")
+    rng = np.random.default_rng(0)
+    if kind == "dense":
+        x = rng.normal(size=(40, 1, 32)).astype(np.float32)
+        y = np.cumsum(x, axis=2)
+        (tmp_path / "data").mkdir()
+        np.savez(tmp_path / "data" / "train.npz", x=x[:32], y=y[:32])
+        np.savez(tmp_path / "data" / "test.npz", x=x[32:], y=y[32:])
+        data, extra, metric, mode = tmp_path / "data", [], "val_rel_l2", "min"
+    else:
+        y = np.arange(40) % 2
+        x = rng.normal(size=(40, 2, 8, 8)).astype(np.float32) + y[:, None, None, None]
+        data = tmp_path / "mine.h5"
+        with h5py.File(data, "w") as f:
+            for split, part in (("train", slice(0, 32)), ("test", slice(32, 40))):
+                f.create_dataset(f"{split}/x", data=x[part])
+                f.create_dataset(f"{split}/y", data=y[part])
+        extra, metric, mode = ["--set", "metric=accuracy"], "val_accuracy", "max"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["search", "--task", "arrays", "--data-dir", str(data), "--name", "own",
+                 "--storage", str(tmp_path / "runs"), "--tracking-uri", uri,
+                 "--num-samples", "2", "--max-t", "1", "--set", "epochs=1",
+                 "--set", "device=cpu", "--sampler", "random", "--quiet", *extra])
+    out, err = capsys.readouterr()
+    assert code == 0, (out + err)[-3000:]
+    client = mr.get_client(uri)
+    exp = client.get_experiment_by_name("mona-tune-arrays")
+    parent = client.search_runs([exp.experiment_id], filter_string="tags.`mona.role` = 'search'")
+    assert parent[0].data.params["metric"] == metric and parent[0].data.params["mode"] == mode
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string="tags.`mona.role` = 'trial'")
+    assert len(children) == 2 and all(metric in r.data.metrics for r in children)
+    assert main(["best", "--task", "arrays", "--tracking-uri", uri]) == 0
+    assert metric in capsys.readouterr().out
