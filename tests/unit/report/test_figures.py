@@ -56,6 +56,7 @@ def _curve_rows():
     nan = math.nan
     return [
         {"trial_id": "no-df", "df": None},
+        {"trial_id": "no-frame", "df": [0.1, 0.2]},  # not a data frame: no columns
         {"trial_id": "no-metric", "df": _df(stage=[2], global_epoch=[1], loss=[0.1])},
         {"trial_id": "all-nan", "df": _df(stage=[2], global_epoch=[1], val_rel_l2=[nan])},
         {"trial_id": "empty", "df": _df(stage=[], global_epoch=[], val_rel_l2=[])},
@@ -266,6 +267,14 @@ def test_the_trials_figure_legend_is_in_the_first_panel_only():
     assert {t.get_fontsize() for t in texts} == {7}
     assert fig.axes[1].get_legend() is None
     assert len(fig.axes) == 2 and tuple(fig.get_size_inches()) == pytest.approx((8.4, 3.4))
+
+
+def test_a_trial_listed_twice_is_named_best_once():
+    best = {"trial_id": "t0", "outcome": "completed", "last": 0.2, "config": {"lam": 1.0}}
+    fig = trials_figure([best, dict(best, config={"lam": 2.0})], metric="m", searched=["lam"],
+                        best_trial="t0", title="s")
+    assert [p["label"] for p in _points(fig.axes[0])] == ["completed", "best", None, None]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["completed", "best"]
 
 
 @pytest.mark.parametrize("lasts, top, yscale", [

@@ -17,7 +17,19 @@ from mona_tune.report.figures import plot_trials
 RUN = "http://u:***@host:5000/#/experiments/7/runs/{}?workflowType=machine_learning"
 
 
-def test_the_best_value_is_stage_two_only_and_follows_the_mode(row):
+def row(trial_id, metrics, history=None, config=None):
+    """A trial's row as search.results.trial_rows makes it; history: (stage, value) per epoch,
+    the global epochs counted from 1."""
+    df = None
+    if history is not None:
+        df = pd.DataFrame({"stage": [s for s, _ in history],
+                           "val_rel_l2": [v for _, v in history],
+                           "global_epoch": list(range(1, len(history) + 1))})
+    return {"trial_id": trial_id, "config": config or {"lam": 0.5}, "metrics": metrics,
+            "error": None, "df": df, "path": None}
+
+
+def test_the_best_value_is_stage_two_only_and_follows_the_mode():
     # stage 1 reached 0.05 (the warm-up's validation), stage 2 0.30 then 0.20 then 0.25
     hist = [(1, 0.05), (2, 0.30), (2, 0.20), (2, 0.25)]
     r = row("t1", {"val_rel_l2": 0.25, "test_rel_l2": 0.26, "stage2_epoch": 3,
@@ -31,7 +43,7 @@ def test_the_best_value_is_stage_two_only_and_follows_the_mode(row):
     assert got["best"] == 0.30
 
 
-def test_a_trial_without_stage_two_takes_its_best_over_all_epochs(row):
+def test_a_trial_without_stage_two_takes_its_best_over_all_epochs():
     r = row("t1", {"stage2_epoch": 0}, [(1, 0.4), (1, 0.3)])
     (got,) = trials_table.trial_table([r], "val_rel_l2", "min", {}, None)
     assert got["best"] == 0.3 and got["last"] == 0.3  # no last metric: the history's last
@@ -46,7 +58,7 @@ def test_a_history_without_stages_counts_every_epoch():
     assert got["best"] == 0.35 and got["last"] == 0.5
 
 
-def test_the_last_value_is_the_historys_last_number(row):
+def test_the_last_value_is_the_historys_last_number():
     """No last metric reported: the last finite value of the whole history; values that are
     not numbers are passed over."""
     hist = [(1, 0.2), (2, 0.4), (2, 0.3), (2, math.nan), (2, math.inf)]
@@ -58,7 +70,7 @@ def test_the_last_value_is_the_historys_last_number(row):
     assert (got["outcome"], got["detail"], got["run_id"]) == ("failed", "boom", None)
 
 
-def test_a_history_without_a_number_leaves_best_and_last_to_the_metrics(row):
+def test_a_history_without_a_number_leaves_best_and_last_to_the_metrics():
     r = row("t", {"val_rel_l2": 0.7}, [(2, math.nan), (2, math.inf)])
     (got,) = trials_table.trial_table([r], "val_rel_l2", "max", {}, None)
     assert got["best"] == 0.7 and got["last"] == 0.7
@@ -67,7 +79,7 @@ def test_a_history_without_a_number_leaves_best_and_last_to_the_metrics(row):
     assert got["best"] is None and got["last"] is None
 
 
-def test_a_history_without_the_metric_and_missing_fields(row):
+def test_a_history_without_the_metric_and_missing_fields():
     r = row("t", None, [(2, 0.1)])
     r["df"] = r["df"].rename(columns={"val_rel_l2": "val_nrmse"})
     r["config"] = None
@@ -78,7 +90,13 @@ def test_a_history_without_the_metric_and_missing_fields(row):
                    "run_id": None}
 
 
-def test_a_diverged_trial_has_no_value_and_no_history_falls_back_to_the_last(row):
+def test_a_history_that_is_no_data_frame_is_passed_over():
+    r = {"trial_id": "t", "config": {}, "metrics": {"val_rel_l2": 0.4}, "df": [0.1]}
+    (got,) = trials_table.trial_table([r], "val_rel_l2", "min", {}, None)
+    assert got["best"] == 0.4 and got["last"] == 0.4
+
+
+def test_a_diverged_trial_has_no_value_and_no_history_falls_back_to_the_last():
     diverged = row("d", {"val_rel_l2": math.inf, "diverged": True}, None)
     plain = row("p", {"val_rel_l2": 0.7}, None)
     d, p = trials_table.trial_table([diverged, plain], "val_rel_l2", "min",
@@ -173,6 +191,12 @@ def test_the_page_style_marks_best_stopped_and_failed_rows(tmp_path):
         "tr.stopped_early td": "color:#666", "tr.failed td,tr.diverged td": "color:#b00"}
 
 
+def test_the_page_is_utf_8(tmp_path):
+    path = trials_table.write_trials_html(TABLE[:1], tmp_path / "t.html", metric="m",
+                                          mode="min", searched=[], best_trial=None, title="ν×2")
+    assert "<title>ν×2: trials</title>".encode() in path.read_bytes()
+
+
 def test_the_html_table_in_max_mode_without_links(tmp_path):
     (tmp_path / "max").mkdir()
     path = trials_table.write_trials_html(
@@ -194,7 +218,7 @@ def _has_color(png, rgb):
     return bool((np.abs(pixels - np.array(rgb)).max(axis=-1) <= 2).any())
 
 
-def test_the_trials_report_writes_the_table_and_the_figure(tmp_path, row):
+def test_the_trials_report_writes_the_table_and_the_figure(tmp_path):
     rows = [row("a", {"val_rel_l2": 0.3}, [(2, 0.3)], {"lam": 0.1, "lr": 1e-4}),
             row("b", {"val_rel_l2": 0.2}, [(2, 0.2)], {"lam": 0.9, "lr": 1e-2})]
     out = {"a": ("completed", "", "ra"), "b": ("completed", "done", "rb")}
@@ -219,7 +243,7 @@ def test_the_trials_report_writes_the_table_and_the_figure(tmp_path, row):
     assert files[1].read_bytes() == again.read_bytes()
 
 
-def test_the_table_is_written_when_the_figure_cannot_be(tmp_path, row, caplog):
+def test_the_table_is_written_when_the_figure_cannot_be(tmp_path, caplog):
     (tmp_path / "trials.png").mkdir()  # no file can be saved there
     rows = [row("a", {"val_rel_l2": 0.3}, [(2, 0.3)])]
     with caplog.at_level(logging.WARNING, logger="mona_tune.report.trials_table"):
@@ -228,5 +252,5 @@ def test_the_table_is_written_when_the_figure_cannot_be(tmp_path, row, caplog):
             outcomes={}, best_trial="a", title="s")
     assert files == [tmp_path / "trials.html"]
     (record,) = caplog.records
-    assert record.levelno == logging.WARNING
+    assert record.levelno == logging.WARNING and record.name == "mona_tune.report.trials_table"
     assert record.getMessage().startswith("could not draw trials.png: [Errno 21] Is a directory")
