@@ -64,12 +64,16 @@ def _curve_rows():
         {"trial_id": "a", "df": _df(stage=[1, 1, 2, 2, 2], global_epoch=[1, 2, 3, 4, 5],
                                     val_rel_l2=[0.9, 0.8, 0.5, 0.4, 0.45])},
         # epoch 3 has no value: x = 0 | 1, 3
+        # (a gap in another column leaves the epoch in)
         {"trial_id": "b", "df": _df(stage=[1, 2, 2, 2], global_epoch=[1, 2, 3, 4],
-                                    val_rel_l2=[0.7, 0.6, nan, 0.55])},
-        # no stage-2 epoch: x = -1, 0
-        {"trial_id": "c", "df": _df(stage=[1, 1], global_epoch=[1, 2], val_rel_l2=[0.95, 0.9])},
-        # no stage or global epoch: the stage-2 epoch is x
-        {"trial_id": "d", "df": _df(stage2_epoch=[1, 2], val_rel_l2=[0.3, 0.2])},
+                                    val_rel_l2=[0.7, 0.6, nan, 0.55],
+                                    train_loss=[1.0, nan, 0.5, 0.4])},
+        # no stage-2 epoch: x = -2, -1, 0
+        {"trial_id": "c", "df": _df(stage=[1, 1, 1], global_epoch=[1, 2, 3],
+                                    val_rel_l2=[0.95, 0.9, 0.92])},
+        # no global epoch: the stage-2 epoch is x
+        {"trial_id": "d", "df": _df(stage=[2, 2, 2], stage2_epoch=[1, 2, 3],
+                                    val_rel_l2=[0.3, 0.2, 0.35])},
         {"trial_id": "e", "df": _df(stage2_epoch=[1], val_rel_l2=[0.25])},
     ]
 
@@ -95,10 +99,10 @@ def test_the_curves_plot_each_trials_epochs_with_stage_one_dashed():
         dict(x=[0, 1], y=[0.7, 0.6], **thin_s1),
         dict(x=[3], y=[0.55], **cross),
         dict(x=[], y=[], label="c", **s2, **thin),
-        dict(x=[-1, 0], y=[0.95, 0.9], **thin_s1),
-        dict(x=[0], y=[0.9], **red_cross),
-        dict(x=[1, 2], y=[0.3, 0.2], label="d", **s2, **thin),
-        dict(x=[2], y=[0.2], **red_cross),
+        dict(x=[-2, -1, 0], y=[0.95, 0.9, 0.92], **thin_s1),
+        dict(x=[0], y=[0.92], **red_cross),
+        dict(x=[1, 2, 3], y=[0.3, 0.2, 0.35], label="d", **s2, **thin),
+        dict(x=[3], y=[0.35], **red_cross),
         dict(x=[1], y=[0.25], label="e", **s2, **thin),  # no outcome: no marker
         dict(x=[0.5, 0.5], y=[0, 1], ls="--", marker="None", ms=6.0, lw=0.8, mew=1.0,
              alpha=None, z=2),  # the line between the stages
@@ -154,11 +158,20 @@ def test_the_curves_metric_axis_is_logarithmic_where_a_trial_is_positive(values,
     assert fig.axes[0].get_yscale() == scale
 
 
+def _saved(fig, path):
+    fig.savefig(path)
+    plt.close(fig)
+    return path.read_bytes()
+
+
 def test_plot_curves_saves_the_figure_as_png_and_closes_it(tmp_path):
     before = plt.get_fignums()
     path = tmp_path / "new" / "dir" / "c.png"
     assert plot_curves(_curve_rows(), "val_rel_l2", CURVE_OUTCOMES, "a", path, "t") == path
     assert _png_size(path) == (880, 550)  # 8 x 5 inches at 110 dpi
+    # the picture of the figure checked above, with these arguments
+    assert path.read_bytes() == _saved(curves_figure(_curve_rows(), "val_rel_l2",
+                                                     CURVE_OUTCOMES, "a", "t"), tmp_path / "f.png")
     again = tmp_path / "new" / "dir" / "c2.png"  # the folder exists now
     assert plot_curves([], "val_rel_l2", {}, None, again, "t") == again
     assert _png_size(again) == (880, 550)
@@ -285,6 +298,7 @@ def test_a_trial_listed_twice_is_named_best_once():
     ([], 1.0, "linear"),
     ([0.5, 10.0], 10.0 + 0.1 * 9.5, "linear"),  # x20 is not yet a log axis
     ([0.1, 10.0], 15.0, "log"),  # log: half as high again
+    ([0.5, 10.25], 10.25 * 1.5, "log"),  # x20.5
     ([0.0, 10.0], 10.0 + 0.1 * 10.0, "linear"),
 ])
 def test_a_trial_without_a_metric_is_drawn_above_the_others(lasts, top, yscale):
@@ -317,6 +331,9 @@ def test_plot_trials_saves_the_figure_as_png_and_closes_it(tmp_path):
     got = plot_trials(_table(), path, metric="m", searched=["scale", "opt"], best_trial="t0",
                       title="t")
     assert got == path and _png_size(path) == (924, 374)  # 8.4 x 3.4 inches at 110 dpi
+    assert path.read_bytes() == _saved(trials_figure(
+        _table(), metric="m", searched=["scale", "opt"], best_trial="t0", title="t"),
+        tmp_path / "f.png")
     again = tmp_path / "new" / "dir" / "p2.png"
     plot_trials(_table(), again, metric="m", searched=[], best_trial=None, title="t")
     assert _png_size(again) == (462, 374)

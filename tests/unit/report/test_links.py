@@ -14,6 +14,7 @@ from mona_tune.report import links
 @pytest.mark.parametrize("uri, base", [
     ("http://mona:pw@10.0.0.5:5000/", "http://mona:***@10.0.0.5:5000"),
     ("https://mlflow.example.org", "https://mlflow.example.org"),
+    ("https://mlflow.example.org/MLX/", "https://mlflow.example.org/MLX"),  # only the slash
     ("sqlite:////tmp/x/mlflow.db", links.UI_URL),
     ("postgresql://u:p@db/mlflow", links.UI_URL),
 ])
@@ -31,11 +32,11 @@ def test_ui_command_names_mona_tune_ui_for_sqlite_and_hides_passwords():
 
 
 def test_the_trials_view_state_and_url():
-    key, state = links.trials_view_state("my search/1", ["lam", "lr"], "val_rel_l2",
+    key, state = links.trials_view_state("My search/1", ["lam", "lr"], "val_rel_l2",
                                          "test_rel_l2")
-    assert key == "mona-my_search_1"
+    assert key == "mona-My_search_1"
     assert json.loads(state) == {  # every field the MLflow UI reads from a shared view
-        "searchFilter": "tags.`mona.search_name` = 'my search/1'",
+        "searchFilter": "tags.`mona.search_name` = 'My search/1'",
         "orderByKey": "attributes.start_time", "orderByAsc": False, "startTime": "ALL",
         "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
         "selectedColumns": [

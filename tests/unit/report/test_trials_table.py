@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib import image as mimage
 
+import mona_tune
 from mona_tune.report import trials_table
 from mona_tune.report.figures import plot_trials
 
@@ -44,9 +49,9 @@ def test_the_best_value_is_stage_two_only_and_follows_the_mode():
 
 
 def test_a_trial_without_stage_two_takes_its_best_over_all_epochs():
-    r = row("t1", {"stage2_epoch": 0}, [(1, 0.4), (1, 0.3)])
+    r = row("t1", {"stage2_epoch": 0}, [(1, 0.3), (1, 0.4)])
     (got,) = trials_table.trial_table([r], "val_rel_l2", "min", {}, None)
-    assert got["best"] == 0.3 and got["last"] == 0.3  # no last metric: the history's last
+    assert got["best"] == 0.3 and got["last"] == 0.4  # no last metric: the history's last
     assert got["outcome"] == "unknown" and got["detail"] == "" and got["run_id"] is None
     assert got["test"] is None and got["epochs"] == 0.0
 
@@ -191,10 +196,28 @@ def test_the_page_style_marks_best_stopped_and_failed_rows(tmp_path):
         "tr.stopped_early td": "color:#666", "tr.failed td,tr.diverged td": "color:#b00"}
 
 
-def test_the_page_is_utf_8(tmp_path):
-    path = trials_table.write_trials_html(TABLE[:1], tmp_path / "t.html", metric="m",
-                                          mode="min", searched=[], best_trial=None, title="ν×2")
-    assert "<title>ν×2: trials</title>".encode() in path.read_bytes()
+def test_the_page_is_utf_8_whatever_the_locale(tmp_path):
+    """Written in a process whose locale's encoding is ASCII (no UTF-8 mode)."""
+    code = ("import sys; from pathlib import Path; from mona_tune.report import trials_table; "
+            "trials_table.write_trials_html([], Path(sys.argv[1]), metric='m', mode='min', "
+            "searched=[], best_trial=None, title='\\u03bd\\u00d72')")
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0",
+               PYTHONPATH=os.pathsep.join([str(Path(mona_tune.__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.html")], env=env,
+                   check=True, timeout=120)
+    assert "<title>ν×2: trials</title>".encode() in (tmp_path / "t.html").read_bytes()
+
+
+def test_the_order_holds_for_the_largest_values(tmp_path):
+    table = [_trial("big", {}, 1.7e308, None, "completed", "", None),
+             _trial("less", {}, 1e308, None, "completed", "", None)]
+    for mode, order in (("min", ["less", "big"]), ("max", ["big", "less"])):
+        path = trials_table.write_trials_html(table, tmp_path / f"{mode}.html", metric="m",
+                                              mode=mode, searched=[], best_trial=None,
+                                              title="s")
+        text = path.read_text(encoding="utf-8")
+        assert [re.search(r"<td>(\w+)</td>", r).group(1) for r in _rows(text)] == order
 
 
 def test_the_html_table_in_max_mode_without_links(tmp_path):
@@ -219,25 +242,30 @@ def _has_color(png, rgb):
 
 
 def test_the_trials_report_writes_the_table_and_the_figure(tmp_path):
-    rows = [row("a", {"val_rel_l2": 0.3}, [(2, 0.3)], {"lam": 0.1, "lr": 1e-4}),
-            row("b", {"val_rel_l2": 0.2}, [(2, 0.2)], {"lam": 0.9, "lr": 1e-2})]
+    # best by the mode: a 0.1 before b 0.2 (the largest: b 0.25 before a 0.3)
+    rows = [row("a", {"val_rel_l2": 0.3, "test_rel_l2": 0.31}, [(2, 0.1), (2, 0.3)],
+                {"lam": 0.1, "lr": 1e-4}),
+            row("b", {"val_rel_l2": 0.25}, [(2, 0.2), (2, 0.25)], {"lam": 0.9, "lr": 1e-2})]
     out = {"a": ("completed", "", "ra"), "b": ("completed", "done", "rb")}
     files = trials_table.write_trials_report(
-        rows, tmp_path, metric="val_rel_l2", mode="max", searched=["lam", "lr"], outcomes=out,
+        rows, tmp_path, metric="val_rel_l2", mode="min", searched=["lam", "lr"], outcomes=out,
         best_trial="b", title="s", test_key="test_rel_l2", tracking_uri="http://h:5000",
         experiment_id="3")
     assert files == [tmp_path / "trials.html", tmp_path / "trials.png"]
     text = files[0].read_text(encoding="utf-8")
-    assert [r[:37] for r in _rows(text)] == ['<tr class="completed"><td>a</td><td c',
-                                             '<tr class="completed best"><td>b</td>']
+    a, b = _rows(text)
+    assert a.startswith('<tr class="completed"><td>a</td>' + _num("0.1", "0.1")
+                        + _num("0.0001", "0.0001") + _num("0.1", "0.1") + _num("0.3", "0.3")
+                        + _num("0.31", "0.31"))
+    assert b.startswith('<tr class="completed best"><td>b</td>')
     assert '<a href="http://h:5000/#/experiments/3/runs/rb?workflowType=machine_learning"' \
         in text and "<th>test_rel_l2</th>" in text and "<th>lr</th>" in text
-    assert "<title>s: trials</title>" in text and "<b>val_rel_l2</b> (max)" in text
+    assert "<title>s: trials</title>" in text and "<b>val_rel_l2</b> (min)" in text
     # two panels of 4.2 x 3.4 inches at 110 dpi; the best trial's golden star
     assert mimage.imread(files[1]).shape[:2] == (374, 924)
     assert _has_color(files[1], (218, 165, 32))
     # the figure of the same table drawn directly is the same picture
-    table = trials_table.trial_table(rows, "val_rel_l2", "max", out, "test_rel_l2")
+    table = trials_table.trial_table(rows, "val_rel_l2", "min", out, "test_rel_l2")
     again = plot_trials(table, tmp_path / "again.png", metric="val_rel_l2",
                         searched=["lam", "lr"], best_trial="b", title="s")
     assert files[1].read_bytes() == again.read_bytes()
