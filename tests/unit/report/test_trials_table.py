@@ -207,12 +207,17 @@ def test_the_page_is_utf_8_whatever_the_locale(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.html")], env=env,
                    check=True, timeout=120)
     assert "<title>ν×2: trials</title>".encode() in (tmp_path / "t.html").read_bytes()
+    here = trials_table.write_trials_html([], tmp_path / "here.html", metric="m", mode="min",
+                                          searched=[], best_trial=None, title="ν×2")
+    assert here.read_bytes() == (tmp_path / "t.html").read_bytes()
 
 
 def test_the_order_holds_for_the_largest_values(tmp_path):
-    table = [_trial("big", {}, 1.7e308, None, "completed", "", None),
-             _trial("less", {}, 1e308, None, "completed", "", None)]
-    for mode, order in (("min", ["less", "big"]), ("max", ["big", "less"])):
+    big = _trial("big", {}, 1.7e308, None, "completed", "", None)
+    less = _trial("less", {}, 1e308, None, "completed", "", None)
+    # each given in the other order than the sorted one
+    for mode, table, order in (("min", [big, less], ["less", "big"]),
+                               ("max", [less, big], ["big", "less"])):
         path = trials_table.write_trials_html(table, tmp_path / f"{mode}.html", metric="m",
                                               mode=mode, searched=[], best_trial=None,
                                               title="s")
