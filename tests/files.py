@@ -73,3 +73,40 @@ def write_tiny_roberta(directory, max_positions=66, hidden=32, seed=0):
     RobertaModel(config).save_pretrained(directory)  # with its pooler, as the hub holds it
     tokenizer.save_pretrained(directory)
     return directory
+
+
+RAMP_PLUGIN = '''"""A task from another package: running sums of noise, x -> cumsum(x)."""
+import torch
+
+from mona_tune.tasks.metrics import nrmse_loss, nrmse_per_sample
+from mona_tune.tasks.registry import Task, TaskData, register
+
+
+def identity(t):
+    return t
+
+
+def load(cfg):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 1, 32, generator=g)
+    y = x.cumsum(-1)
+    return TaskData(x[:30], y[:30], x[30:38], y[30:38], x[38:], y[38:], identity,
+                    {"source": "ramp plugin"})
+
+
+register(Task(name="ramp", description="running sums of noise (a plugin)", in_channels=1,
+              in_shape=(32,), output="dense", out_channels=1, metric="nrmse", direction="min",
+              loss=nrmse_loss, metric_per_sample=nrmse_per_sample, load=load))
+'''
+
+
+def write_task_plugin(folder, name="ramp", module="ramp_task", source=RAMP_PLUGIN):
+    """An installed package as ``pip install --target folder`` leaves it: the module and its
+    ``.dist-info`` declaring the entry point ``name = module`` in the group mona_tune.tasks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{module}.py").write_text(source)
+    info = folder / f"{module}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[mona_tune.tasks]\n{name} = {module}\n")
+    return folder

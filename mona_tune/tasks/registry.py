@@ -77,6 +77,7 @@ def validation_size(n_train: int, val_fraction: float) -> int:
 
 
 TASKS: dict[str, Task] = {}
+PLUGIN_ERRORS: dict[str, str] = {}  # entry point name -> why it did not load (tasks.plugins)
 
 
 def register(task: Task) -> Task:
@@ -97,5 +98,8 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except KeyError:
         known = ", ".join(sorted(TASKS))
+        if name in PLUGIN_ERRORS:
+            raise MonaError(f"task {name!r}: its plugin did not load: "
+                            f"{PLUGIN_ERRORS[name]}") from None
         raise MonaError(f"unknown task {name!r} (known tasks: {known})") from None
 
