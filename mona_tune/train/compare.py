@@ -134,7 +134,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: int, log=None) -> dict
                     f"({final['seconds']:.0f} s)")
     ridge = ridge_baseline(loaded.task_data(base), task)
     if log and ridge:
-        log(f"[compare] ridge: test_{task.metric} {ridge[f'test_{task.metric}']:.4g} "
+        log(f"[compare] {ridge['name']}: test_{task.metric} {ridge[f'test_{task.metric}']:.4g} "
             f"(alpha {ridge['alpha']:g} on validation, {ridge['seconds']:.0f} s)")
     key = f"test_{task.metric}"
     return {"task": base.task, "metric": task.metric, "direction": task.direction,
@@ -164,7 +164,8 @@ def markdown_table(result: dict) -> str:
                      f"{row['seconds']['mean']:.0f} |")
     ridge = result.get("ridge") or {}
     if ridge:
-        lines.append(f"| ridge (reference; α = {ridge['alpha']:g} chosen on validation) | "
+        lines.append(f"| {ridge.get('name', 'ridge')} (reference; α = {ridge['alpha']:g} chosen "
+                     "on validation) | "
                      f"{ridge[key]:.4f} | | {ridge['seconds']:.0f} |")
     lines.append(f"| (pretrained encoder) | | {s['pretrained'][PROBE]['mean']:.3f} | |")
     if result.get("paired"):
@@ -193,7 +194,7 @@ def headline(result: dict) -> str:
                          for p in result["paired"])
     tests = ", ".join(f"{m} {s[m][key]['mean']:.4f}" for m in result["methods"])
     ridge = result.get("ridge") or {}
-    ref = f", ridge {ridge[key]:.4f}" if ridge else ""
+    ref = f", {ridge.get('name', 'ridge')} {ridge[key]:.4f}" if ridge else ""
     return (f"{verdicts or 'no paired claim'} | test {metric}: {tests}{ref} "
             f"({result['seeds']} seeds)")
 
@@ -231,7 +232,8 @@ def plot(result: dict, path: Path) -> None:
         probes.fill_between(px, mean - se, mean + se, color=line.get_color(), alpha=0.15)
     ridge = result.get("ridge") or {}
     if ridge:
-        curves.axhline(ridge[f"val_{metric}"], ls="--", color="grey", lw=1, label="ridge")
+        curves.axhline(ridge[f"val_{metric}"], ls="--", color="grey", lw=1,
+                       label=ridge.get("name", "ridge"))
     pre = result["summary"]["pretrained"][PROBE]["mean"]
     probes.axhline(pre, ls="--", color="k", lw=1, label="pretrained")
     curves.axvline(0.5, color="grey", lw=0.8, ls=":")

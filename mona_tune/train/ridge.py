@@ -1,7 +1,8 @@
-"""The ridge reference row of ``mona-tune compare`` (no source model involved).
+"""The linear reference row of ``mona-tune compare`` (no source model involved).
 
-``ridge``: scikit-learn's ``Ridge`` from the flattened normalised input to the flattened output
-field, fitted on the training split, its ``alpha`` chosen on the validation split from
+Dense tasks: scikit-learn's ``Ridge`` from the flattened normalised input to the flattened output
+field; classification tasks: multinomial ``LogisticRegression`` on the same input. Each is fitted
+on the training split, its regularisation ``alpha`` chosen on the validation split from
 ``RIDGE_ALPHAS`` by the task's metric, then scored on the test split. A deep model that does not
 beat it has learnt nothing a linear map could not.
 
@@ -29,27 +30,43 @@ def _flat(x: torch.Tensor) -> np.ndarray:
 
 
 def ridge_baseline(data: TaskData, task: Task, alphas: tuple[float, ...] = RIDGE_ALPHAS) -> dict:
-    """``{"alpha", "val_<metric>", "test_<metric>", "seconds"}`` of the validated ridge map.
-
-    Only dense tasks have one (their output is a field); a classification task returns ``{}``.
-    """
+    """``{"name", "alpha", "val_<metric>", "test_<metric>", "seconds"}`` of the validated linear
+    reference: ridge for a dense task (its output is a field), multinomial logistic regression
+    (``C = 1/alpha``) for a classification task."""
     from threadpoolctl import threadpool_limits
 
-    if task.output != "dense":
-        return {}
     t0 = time.perf_counter()
     with threadpool_limits(1):  # small products: more BLAS threads only wait on busy cores
-        alpha, val, test = _validated_ridge(data, task, alphas)
+        alpha, val, test = _validated(data, task, alphas)
     m = task.metric
-    return {"alpha": alpha, f"val_{m}": val, f"test_{m}": test,
+    name = "ridge" if task.output == "dense" else "logistic regression"
+    return {"name": name, "alpha": alpha, f"val_{m}": val, f"test_{m}": test,
             "seconds": time.perf_counter() - t0}
 
 
-def _validated_ridge(data: TaskData, task: Task, alphas: tuple[float, ...]
-                     ) -> tuple[float, float, float]:
-    """``(alpha, val, test)``: the alpha with the best validation metric, and its metrics."""
-    from sklearn.linear_model import Ridge
+def _fit(task: Task, alpha: float, x: np.ndarray, y: torch.Tensor):
+    """The fitted linear model and a function giving its output as the task scores it."""
+    if task.output == "dense":
+        from sklearn.linear_model import Ridge
 
+        model = Ridge(alpha=alpha).fit(x, _flat(y))
+        return lambda z, like: torch.from_numpy(model.predict(z)).to(like.dtype).view(
+            len(z), *like.shape[1:])
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1.0 / alpha, max_iter=1000).fit(x, y.cpu().numpy())
+    k = int(y.max()) + 1
+
+    def scores(z, like):  # class probabilities, a column per class (absent ones never chosen)
+        out = torch.zeros(len(z), max(k, int(model.classes_.max()) + 1), dtype=torch.float64)
+        out[:, torch.from_numpy(model.classes_)] = torch.from_numpy(model.predict_proba(z))
+        return out
+    return scores
+
+
+def _validated(data: TaskData, task: Task, alphas: tuple[float, ...]
+               ) -> tuple[float, float, float]:
+    """``(alpha, val, test)``: the alpha with the best validation metric, and its metrics."""
     x_train = _flat(data.x_train)
     mean = x_train.mean(axis=0)
     basis = np.linalg.qr((x_train - mean).T)[0]  # (inputs, n_train), orthonormal columns
@@ -58,20 +75,18 @@ def _validated_ridge(data: TaskData, task: Task, alphas: tuple[float, ...]
         return (_flat(x) - mean) @ basis
 
     x_train, x_val, x_test = coords(data.x_train), coords(data.x_val), coords(data.x_test)
-    y_train = _flat(data.y_train)
 
-    def score(model: Ridge, x: np.ndarray, y: torch.Tensor) -> float:
-        pred = torch.from_numpy(model.predict(x)).to(y.dtype).view_as(y)
-        return float(task.metric_per_sample(pred, y.cpu()).mean())
+    def score(predict, x: np.ndarray, y: torch.Tensor) -> float:
+        return float(task.metric_per_sample(predict(x, y), y.cpu()).mean())
 
     def better(a: float, b: float) -> bool:
         return a < b if task.direction == "min" else a > b
 
-    best = None  # (val, alpha, model)
+    best = None  # (val, alpha, predict)
     for alpha in alphas:
-        model = Ridge(alpha=alpha).fit(x_train, y_train)
-        val = score(model, x_val, data.y_val)
+        predict = _fit(task, alpha, x_train, data.y_train)
+        val = score(predict, x_val, data.y_val)
         if best is None or better(val, best[0]):
-            best = (val, alpha, model)
-    val, alpha, model = best
-    return alpha, val, score(model, x_test, data.y_test)
+            best = (val, alpha, predict)
+    val, alpha, predict = best
+    return alpha, val, score(predict, x_test, data.y_test)

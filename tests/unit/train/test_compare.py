@@ -210,3 +210,61 @@ def test_compare_a_1d_task(capsys, tmp_path):
     assert all(r["final"]["test_nrmse"] > 0 for r in runs)
     assert table["ridge"]["test_nrmse"] > 0
     assert "| mona − ft | test nrmse |" in stdout
+
+
+def test_logistic_reference_of_a_classification_task():
+    """Classes get multinomial logistic regression (C = 1/α chosen on validation): the same
+    error rates as scikit-learn's on the raw flattened inputs (the orthonormal basis of the
+    centred training inputs changes no prediction: the penalised optimum lies in their span)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mona_tune.tasks import resolve_task
+    from mona_tune.config import TrainConfig
+
+    rng = np.random.default_rng(1)
+    n, k = 90, 3
+    labels = np.arange(n) % k
+    x = rng.standard_normal((n, 2, 5)) + 0.8 * labels[:, None, None] * np.linspace(-1, 1, 5)
+    parts = np.split(np.arange(n), [54, 72])
+    t = {"x": torch.tensor(x, dtype=torch.float32), "y": torch.tensor(labels)}
+    data = TaskData(*(t[key][idx] for idx in parts for key in ("x", "y")), decode=lambda p: p)
+    task = get_task("signals")  # a classification task: error rate, min
+    alphas = (0.1, 10.0)
+    got = ridge_baseline(data, task, alphas)
+    flat = [x[idx].reshape(len(idx), -1).astype(np.float32).astype(np.float64) for idx in parts]
+
+    def error(alpha, i):
+        model = LogisticRegression(C=1 / alpha, max_iter=5000, tol=1e-10).fit(flat[0],
+                                                                               labels[parts[0]])
+        return float(np.mean(model.predict(flat[i]) != labels[parts[i]]))
+
+    vals = [error(a, 1) for a in alphas]
+    best = int(np.argmin(vals))
+    assert got["name"] == "logistic regression" and got["alpha"] == alphas[best]
+    assert got["val_error_rate"] == pytest.approx(vals[best], abs=1 / 18 + 1e-9)
+    assert got["test_error_rate"] == pytest.approx(error(alphas[best], 2), abs=1 / 18 + 1e-9)
+    assert resolve_task(TrainConfig(task="signals")).output == "classes"
+
+
+@pytest.mark.usefixtures("fast_source")
+def test_compare_a_classification_task(capsys, tmp_path):
+    """The embedded classification task through compare: cross-entropy, the error rate, the
+    pooled linear head; logistic regression as the linear reference."""
+    config = tmp_path / "c.yaml"
+    config.write_text("n_train: 40\nn_test: 20\nbatch_size: 8\nprobe_samples: 40\n"
+                      "source_data: digits\nnum_threads: 1\ndevice: cpu\n")
+    out = tmp_path / "cmp"
+    code = main(["compare", "--task", "signals", "--methods", "ft,mona", "--seeds", "2",
+                 "--epochs", "1", "--warmup-epochs", "1", "--config", str(config),
+                 "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    table = json.loads((out / "table.json").read_text())
+    runs = json.loads((out / "runs.json").read_text())
+    assert all(0 <= r["final"]["test_error_rate"] <= 1 for r in runs)
+    # 20 test samples: an error rate is a multiple of 1/20
+    assert all(abs(r["final"]["test_error_rate"] * 20 - round(r["final"]["test_error_rate"] * 20))
+               < 1e-6 for r in runs)
+    assert table["ridge"]["name"] == "logistic regression"
+    assert "| logistic regression (reference; α = " in stdout
+    assert "| mona − ft | test error_rate |" in stdout
