@@ -17,7 +17,7 @@ def add_data(sub) -> None:
         description="darcy: FNO MATLAB or PDEBench 2D files; advection, burgers, "
                     "diffusion-reaction, diffusion-sorption: PDEBench 1D files, generated with "
                     "PDEBench's schemes")
-    make.add_argument("task", choices=["darcy", *ONE_D, "signals"])
+    make.add_argument("task", choices=["darcy", *ONE_D, "waveforms"])
     make.add_argument("--out", type=Path, required=True)
     make.add_argument("--format", dest="fmt", choices=["fno", "pdebench"], default=None,
                       help="darcy only (default fno)")
@@ -51,16 +51,16 @@ def _run_data_make(args) -> int:
     takes = {"darcy": {"--beta"}, "advection": {"--beta", "--end-time"},
              "burgers": {"--nu", "--end-time"},
              "diffusion-reaction": {"--nu", "--rho", "--end-time"},
-             "diffusion-sorption": {"--end-time"}, "signals": set()}[args.task]
+             "diffusion-sorption": {"--end-time"}, "waveforms": set()}[args.task]
     if args.task != "darcy" and args.fmt is not None:
         given.add("--format")
     if given - takes:
         raise MonaError(f"data make {args.task}: {', '.join(sorted(given - takes))} does not "
                         f"apply (it takes {', '.join(sorted(takes)) or 'none of them'})")
-    if args.task == "signals":
-        from mona_tune.tasks.signals import EMBEDDED, write_signals
+    if args.task == "waveforms":
+        from mona_tune.tasks.waveforms import EMBEDDED, write_waveforms
 
-        out = write_signals(args.out, args.n_train or EMBEDDED["n_train"], args.n_test,
+        out = write_waveforms(args.out, args.n_train or EMBEDDED["n_train"], args.n_test,
                             args.seed)
         paths = [out / "train.npz", out / "test.npz"]
     elif args.task == "darcy":

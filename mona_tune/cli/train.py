@@ -141,7 +141,11 @@ def train_from_args(args: argparse.Namespace) -> int:
     from mona_tune.cache import atomic_path
     from mona_tune.train.trainer import CHECKPOINT_FILE, Trainer
 
+    from mona_tune.tasks import get_task
+    from mona_tune.tasks.registry import check_fields
+
     cfg = build_config(args)
+    check_fields(get_task(cfg.task), cfg.model_fields_set, f"train --task {cfg.task}")
     out: Path | None = args.out
     _check_places(cfg, out)
     if args.resume and out is None:

@@ -157,6 +157,7 @@ def _new_search(req: SearchRequest, storage: str):
     from mona_tune.cluster import storage as storage_io
     from mona_tune.search.space import dump_space, load_space, resolve_space_path, to_param_space
     from mona_tune.tasks import get_task
+    from mona_tune.tasks.registry import check_fields
 
     task = get_task(req.task)  # unknown task -> MonaError
     space_path = resolve_space_path(req.space, task.name)
@@ -165,6 +166,8 @@ def _new_search(req: SearchRequest, storage: str):
     param_space = to_param_space(space, task.name, extra)
     fixed = {k: v for k, v in param_space.items() if k not in space.searched}
     _validate_fixed(fixed, "fixed fields (space file + flags)")
+    check_fields(task, {*space.searched, *space.fixed, *extra},
+                 f"--task {task.name} with space {space_path.name} and flags")
     if task.configure:  # a user's arrays: every check on the data made before Ray starts
         from mona_tune.config import TrainConfig
 

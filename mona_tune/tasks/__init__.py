@@ -9,7 +9,7 @@ from mona_tune.tasks.registry import (TASKS, Task, TaskData, get_task, register,
 from mona_tune.tasks import darcy as _darcy  # noqa: E402,F401,I001
 from mona_tune.tasks import pdebench_1d as _pdebench_1d  # noqa: E402,F401,I001
 from mona_tune.tasks import arrays as _arrays  # noqa: E402,F401,I001
-from mona_tune.tasks import signals as _signals  # noqa: E402,F401,I001
+from mona_tune.tasks import waveforms as _waveforms  # noqa: E402,F401,I001
 from mona_tune.tasks.plugins import load_plugins  # noqa: E402,I001
 
 load_plugins()  # other packages' tasks (entry points "mona_tune.tasks"), in every process

@@ -288,5 +288,5 @@ ARRAYS = register(Task(
                 "or class labels, 1D or 2D",
     in_channels=0, in_shape=(), output="dense", out_channels=0, metric="rel_l2", direction="min",
     loss=rel_l2_loss, metric_per_sample=rel_l2_per_sample, load=load_arrays,
-    configure=configure_arrays,
+    configure=configure_arrays, fields=frozenset({"target_kind", "metric"}),
 ))

@@ -177,7 +177,7 @@ register(Task(
     description="NAS-Bench-360 Darcy flow (FNO piececonst files): a -> u at 85x85, relative L2",
     in_channels=3, in_shape=(DARCY_RESOLUTION, DARCY_RESOLUTION), output="dense", out_channels=1,
     metric="rel_l2", direction="min", loss=rel_l2_loss, metric_per_sample=rel_l2_per_sample,
-    load=load_darcy,
+    load=load_darcy, fields=frozenset({"resolution"}),
 ))
 
 register(Task(
@@ -186,6 +186,7 @@ register(Task(
     in_channels=3, in_shape=(PDEBENCH_RESOLUTION, PDEBENCH_RESOLUTION), output="dense",
     out_channels=1, metric="nrmse", direction="min", loss=nrmse_loss,
     metric_per_sample=nrmse_per_sample, load=load_pdebench_darcy,
+    fields=frozenset({"resolution", "beta"}),
 ))
 
 __all__ = ["UnitGaussianNormalizer", "build_task_data", "load_darcy", "load_pdebench_darcy",

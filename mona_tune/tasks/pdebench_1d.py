@@ -199,6 +199,7 @@ def _register(task: str) -> Task:
         in_channels=1, in_shape=(pairing.resolution,), output="dense", out_channels=1,
         metric="nrmse", direction="min", loss=nrmse_loss, metric_per_sample=nrmse_per_sample,
         load=functools.partial(load_1d, task),
+        fields=frozenset({"resolution", *DEFAULT_PARAMS[task]}),
     ))
 
 

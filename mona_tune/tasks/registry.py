@@ -65,10 +65,30 @@ class Task:
     # a task whose shapes, output kind and metric come from its data (``arrays``): the Task
     # for one config, read from the data's headers; None for a task fixed by its definition
     configure: Callable[[TrainConfig], Task] | None = None
+    # which of the task-specific fields (TASK_FIELDS) its loader reads; None: not declared (a
+    # plugin's task), nothing checked
+    fields: frozenset[str] | None = None
 
     @property
     def mode(self) -> Literal["min", "max"]:
         return self.direction
+
+
+# TrainConfig fields that only some tasks read: naming one for another task is a mistake
+TASK_FIELDS = frozenset({"resolution", "beta", "nu", "rho", "target_kind", "metric"})
+
+
+def check_fields(task: Task, given, where: str) -> None:
+    """One line when ``given`` (field names a user set) holds a task-specific field the task
+    does not read (``nu`` for Darcy, ``metric`` for a PDE task)."""
+    if task.fields is None:
+        return
+    unused = sorted((set(given) & TASK_FIELDS) - task.fields)
+    if unused:
+        reads = ", ".join(sorted(task.fields)) or "none of them"
+        raise MonaError(f"{where}: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} "
+                        f"not used by task {task.name} (of {', '.join(sorted(TASK_FIELDS))} "
+                        f"it reads {reads})")
 
 
 def validation_size(n_train: int, val_fraction: float) -> int:

@@ -178,7 +178,7 @@ def test_search_asha_mlflow_registry_best(ray_address, faults_file, tmp_path, ca
 
 
 @pytest.mark.parametrize("task", ["advection", "burgers", "diffusion-reaction",
-                                  "diffusion-sorption", "signals"])
+                                  "diffusion-sorption", "waveforms"])
 def test_search_a_1d_task_with_its_packaged_space(task, ray_address, faults_file,
                                                   tmp_path, capsys, monkeypatch):
     """The task's packaged space over its generated file (PDEBench's layout; the arrays layout
@@ -201,7 +201,7 @@ def test_search_a_1d_task_with_its_packaged_space(task, ray_address, faults_file
     run = children[0]
     assert run.data.tags["mona.outcome"] == "completed" and run.data.params["task"] == task
     stage1 = int(run.data.params["warmup_epochs"])
-    metric = "error_rate" if task == "signals" else "nrmse"
+    metric = "error_rate" if task == "waveforms" else "nrmse"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, f"val_{metric}")]
     assert steps == list(range(1, stage1 + 3)), steps  # every stage-1 and stage-2 epoch, once
     assert 0 <= run.data.metrics[f"test_{metric}"] < 10

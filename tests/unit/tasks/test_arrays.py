@@ -156,3 +156,30 @@ def test_bad_places_and_metrics(tmp_path):
         del f["test/y"]
     with pytest.raises(MonaError, match="g.h5: group 'test' has no dataset 'y'"):
         resolve_task(cfg(h5))
+
+
+def test_a_field_the_task_does_not_read_is_one_line(tmp_path, capsys):
+    from mona_tune.cli import main
+    from mona_tune.tasks import get_task
+    from mona_tune.tasks.registry import check_fields
+
+    check_fields(get_task("burgers"), {"nu", "lr", "resolution"}, "here")  # all read
+    with pytest.raises(MonaError, match=r"^here: nu is not used by task darcy \(of beta, metric, "
+                                        r"nu, resolution, rho, target_kind it reads "
+                                        r"resolution\)$"):
+        check_fields(get_task("darcy"), {"nu", "lam"}, "here")
+    with pytest.raises(MonaError, match="metric, rho are not used by task advection"):
+        check_fields(get_task("advection"), {"rho", "metric", "beta"}, "here")
+    with pytest.raises(MonaError, match=r"it reads none of them\)"):
+        check_fields(get_task("waveforms"), {"beta"}, "here")
+    assert main(["train", "--task", "darcy", "--nu", "0.5", "--epochs", "1"]) == 2
+    assert "train --task darcy: nu is not used by task darcy" in capsys.readouterr().err
+    space = tmp_path / "s.yaml"
+    space.write_text("searched:\n  lam: {uniform: [0, 1]}\n  inner_lr: {loguniform: [0.01, 1]}\n"
+                     "  warmup_epochs: {randint: [0, 2]}\nfixed:\n  metric: mse\n")
+    assert main(["search", "--task", "advection", "--space", str(space), "--storage",
+                 str(tmp_path / "runs"), "--tracking-uri",
+                 f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert "--task advection with space s.yaml and flags: metric is not used by task " \
+           "advection" in err and not (tmp_path / "runs").exists()

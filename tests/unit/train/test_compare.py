@@ -228,7 +228,7 @@ def test_logistic_reference_of_a_classification_task():
     parts = np.split(np.arange(n), [54, 72])
     t = {"x": torch.tensor(x, dtype=torch.float32), "y": torch.tensor(labels)}
     data = TaskData(*(t[key][idx] for idx in parts for key in ("x", "y")), decode=lambda p: p)
-    task = get_task("signals")  # a classification task: error rate, min
+    task = get_task("waveforms")  # a classification task: error rate, min
     alphas = (0.1, 10.0)
     got = ridge_baseline(data, task, alphas)
     flat = [x[idx].reshape(len(idx), -1).astype(np.float32).astype(np.float64) for idx in parts]
@@ -243,7 +243,7 @@ def test_logistic_reference_of_a_classification_task():
     assert got["name"] == "logistic regression" and got["alpha"] == alphas[best]
     assert got["val_error_rate"] == pytest.approx(vals[best], abs=1 / 18 + 1e-9)
     assert got["test_error_rate"] == pytest.approx(error(alphas[best], 2), abs=1 / 18 + 1e-9)
-    assert resolve_task(TrainConfig(task="signals")).output == "classes"
+    assert resolve_task(TrainConfig(task="waveforms")).output == "classes"
 
 
 @pytest.mark.usefixtures("fast_source")
@@ -254,7 +254,7 @@ def test_compare_a_classification_task(capsys, tmp_path):
     config.write_text("n_train: 40\nn_test: 20\nbatch_size: 8\nprobe_samples: 40\n"
                       "source_data: digits\nnum_threads: 1\ndevice: cpu\n")
     out = tmp_path / "cmp"
-    code = main(["compare", "--task", "signals", "--methods", "ft,mona", "--seeds", "2",
+    code = main(["compare", "--task", "waveforms", "--methods", "ft,mona", "--seeds", "2",
                  "--epochs", "1", "--warmup-epochs", "1", "--config", str(config),
                  "--out", str(out)])
     stdout, err = capsys.readouterr()

@@ -1,4 +1,4 @@
-"""``signals``: an embedded classification task, waveforms by shape (generated, no download).
+"""``waveforms``: an embedded classification task, waveforms by shape (generated, no download).
 
 Each sample is one channel of 128 values: a sine, square, sawtooth or triangle wave (the class,
 K = 4) of random frequency (2–8 periods in the window), phase (uniform) and amplitude (0.5–1.5),
@@ -7,7 +7,7 @@ classifier on the raw values stays near chance (``compare`` shows it beside the 
 shape must be recognised wherever the wave starts. Metric: the error rate; loss: cross-entropy.
 
 The data are written in the ``arrays`` task's layout (``train.npz``, ``test.npz``) into the
-cache and read by that task's loader, so ``mona-tune data make signals --out DIR`` writes files
+cache and read by that task's loader, so ``mona-tune data make waveforms --out DIR`` writes files
 that ``--task arrays --data-dir DIR`` reads as well.
 """
 
@@ -44,7 +44,7 @@ def waveforms(n: int, seed: int, length: int = LENGTH) -> tuple[np.ndarray, np.n
     return x[:, None].astype(np.float32), y.astype(np.int64)
 
 
-def write_signals(out: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+def write_waveforms(out: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
     """``train.npz`` and ``test.npz`` in the arrays layout (each written whole, then renamed)."""
     from mona_tune.cache import atomic_path
 
@@ -57,25 +57,25 @@ def write_signals(out: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
     return out
 
 
-def load_signals(cfg) -> TaskData:
+def load_waveforms(cfg) -> TaskData:
     """The user's files in the arrays layout, or the generated default."""
     if cfg.data_dir is None:
         n_train = max(cfg.n_train or 0, EMBEDDED["n_train"])
         n_test = max(cfg.n_test or 0, EMBEDDED["n_test"])
-        folder = embedded_dir({"task": "signals", "n_train": n_train, "n_test": n_test},
+        folder = embedded_dir({"task": "waveforms", "n_train": n_train, "n_test": n_test},
                               ["train.npz", "test.npz"],
-                              lambda d: write_signals(d, n_train, n_test), DATA_VERSION)
+                              lambda d: write_waveforms(d, n_train, n_test), DATA_VERSION)
         cfg = cfg.model_copy(update={"data_dir": str(folder)})
     data = load_arrays(cfg.model_copy(update={"target_kind": "classes"}))
-    return dataclasses.replace(data, info={**data.info, "task": "signals"})
+    return dataclasses.replace(data, info={**data.info, "task": "waveforms"})
 
 
 _kind, _direction, _per_sample, _loss = METRICS["error_rate"]
 register(Task(
-    name="signals",
+    name="waveforms",
     description="waveform shapes (sine, square, sawtooth, triangle) at random phase: "
                 "4 classes, error rate",
     in_channels=1, in_shape=(LENGTH,), output="classes", out_channels=len(CLASSES),
     metric="error_rate", direction=_direction, loss=_loss, metric_per_sample=_per_sample,
-    load=load_signals,
+    load=load_waveforms, fields=frozenset(),
 ))

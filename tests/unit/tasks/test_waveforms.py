@@ -8,7 +8,7 @@ import pytest
 from mona_tune.cli import main
 from mona_tune.config import TrainConfig
 from mona_tune.tasks import get_task
-from mona_tune.tasks.signals import CLASSES, waveforms
+from mona_tune.tasks.waveforms import CLASSES, waveforms
 
 
 def test_waveforms_are_the_named_shapes():
@@ -36,15 +36,15 @@ def test_waveforms_are_the_named_shapes():
         assert (waves.mean(0) ** 2).mean() < 0.05 * (waves ** 2).mean()
 
 
-def test_signals_task_loads_the_generated_files(tmp_path, capsys):
-    task = get_task("signals")
+def test_waveforms_task_loads_the_generated_files(tmp_path, capsys):
+    task = get_task("waveforms")
     assert (task.output, task.out_channels, task.metric, task.direction) == (
         "classes", 4, "error_rate", "min")
-    data = task.load(TrainConfig(task="signals", n_train=100, n_test=40))
+    data = task.load(TrainConfig(task="waveforms", n_train=100, n_test=40))
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (90, 10, 40)
     assert data.x_train.shape[1:] == (1, 128) and set(data.y_train.tolist()) == {0, 1, 2, 3}
     # data make writes the same layout, which task arrays reads as classes
-    assert main(["data", "make", "signals", "--out", str(tmp_path), "--n-train", "60",
+    assert main(["data", "make", "waveforms", "--out", str(tmp_path), "--n-train", "60",
                  "--n-test", "20"]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "train.npz"),
                                                str(tmp_path / "test.npz")]
@@ -52,7 +52,7 @@ def test_signals_task_loads_the_generated_files(tmp_path, capsys):
     assert (arrays.output, arrays.out_channels) == ("classes", 4)
     with np.load(tmp_path / "train.npz") as z:
         np.testing.assert_array_equal(z["x"], waveforms(60, 0)[0])
-    assert main(["data", "make", "signals", "--out", str(tmp_path), "--nu", "1"]) == 2
+    assert main(["data", "make", "waveforms", "--out", str(tmp_path), "--nu", "1"]) == 2
     assert "--nu does not apply (it takes none of them)" in capsys.readouterr().err
 
 
