@@ -51,6 +51,13 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="trials running at once (default: space file, 2)")
     g.add_argument("--time-budget", type=float, default=None, dest="time_budget_s",
                    help="seconds after which no new trial starts and running ones stop")
+    g.add_argument("--warm-start", nargs="?", const="auto", default=None,
+                   metavar="SEARCH_NAME|auto",
+                   help="learn from the completed and stopped trials of a past search of the task "
+                        "in the tracking store (auto, the default value: all of them); the best "
+                        "past configurations run first")
+    g.add_argument("--warm-start-first", type=int, default=2, metavar="N",
+                   help="with --warm-start: the best past configurations run first (default 2)")
     g = p.add_argument_group("scheduler")
     g.add_argument("--scheduler", choices=["asha", "fifo"], default=None,
                    help="ASHA early stopping on stage-2 epochs (default) or FIFO (no stopping)")
@@ -147,7 +154,8 @@ def search_request(args) -> SearchRequest:
         gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
         address=args.address, prepare_timeout_s=args.prepare_timeout_s,
         dashboard=args.dashboard, dashboard_port=args.dashboard_port,
-        register_model=not args.no_register, quiet=args.quiet)
+        register_model=not args.no_register, quiet=args.quiet,
+        warm_start=args.warm_start, warm_start_first=args.warm_start_first)
 
 
 def run_search_command(args) -> int:

@@ -111,6 +111,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         check_resumable(search.exp_path)
     # the tracking store answers, before Ray starts (seconds, not MLflow's retries)
     check_store(scfg.tracking_uri)
+    search.learn_from_past()  # before Ray: a search named there that is not in the store exits
     mr.ride_out_outages()
     env = join.forwarded_env()
     tune_environment(scfg)
@@ -164,9 +165,20 @@ class _Search:
         self.experiment_id: str | None = None
         self.tuner = None
         self.counts: dict[str, int] = {}
+        self.warm = None  # search/warm_start.py: what a warm-started search learnt
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out or sys.stdout, flush=True)
+
+    # -- the past searches of the task, where --warm-start asks (a resumed search has its study)
+    def learn_from_past(self) -> None:
+        if not self.scfg.warm_start or self.resume:
+            return
+        from mona_tune.search.warm_start import learn_from_store
+
+        self.warm = learn_from_store(self.scfg, self.space, self.fixed, metric=self.metric,
+                                     mode=self.mode)
+        self.say(self.warm.describe(mr.redact(self.scfg.tracking_uri)))
 
     # -- Ray, and every node checked before anything is written
     def join_ray(self, env: dict) -> None:
@@ -259,6 +271,8 @@ class _Search:
                   "storage": self.exp_path, "metric": self.metric, "mode": self.mode,
                   "ray_nodes": len(self.nodes)}
         params.update({f"fixed.{k}": v for k, v in self.fixed.items()})
+        if self.warm is not None:
+            params.update(self.warm.params())
         return params
 
     def _trial_settings(self) -> TrialSettings:
@@ -281,7 +295,8 @@ class _Search:
             self.tuner = restore_tuner(self.exp_path, self.settings, scfg)
         else:
             self.tuner = build_tuner(scfg, self.param_space, self.settings, max_t=self.max_t,
-                                     metric=self.metric, mode=self.mode, searched=self.searched)
+                                     metric=self.metric, mode=self.mode, searched=self.searched,
+                                     warm=self.warm)
         self.searcher_name = type(base_searcher(self.tuner)).__name__
         if self.resume:
             self.say(f"resuming {self.exp_path} (searcher {self.searcher_name}; its state is "
