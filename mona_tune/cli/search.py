@@ -111,6 +111,11 @@ def add_best_arguments(p: argparse.ArgumentParser) -> None:
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                         "sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    p.add_argument("--curves", nargs="+", default=None, metavar="SEARCH",
+                   help="instead of the ranking: overlay these searches' incumbent curves (best "
+                        "validation metric so far against wall time and stage-2 epochs spent)")
+    p.add_argument("--out", type=Path, default=Path("incumbent-curves.png"), metavar="PNG",
+                   help="with --curves: the figure (default incumbent-curves.png)")
     p.set_defaults(func=run_best_command)
 
 
@@ -189,6 +194,11 @@ def run_best_command(args) -> int:
 
     # a server or database that does not answer: one line within seconds, not MLflow's retries
     check_store(tracking_uri_or_default(args.tracking_uri))
+    if args.curves:
+        from mona_tune.report.incumbent import compare_command
+
+        return compare_command(args.curves, task=args.task, out_path=args.out,
+                               tracking_uri=args.tracking_uri)
 
     return best_command(name=args.name, task=args.task, top=args.top, export=args.export,
                         tracking_uri=args.tracking_uri, as_json=args.json)

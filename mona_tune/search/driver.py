@@ -405,6 +405,7 @@ class _Search:
             target = storage.join(self.exp_path, CURVES_FILE)
             storage.write_bytes(target, png.read_bytes())
             outcome.curves_png = target
+            self._report_incumbent(Path(d), title)
             for f in write_trials_report(rows, Path(d), metric=self.metric, mode=self.mode,
                                          searched=self.searched, outcomes=self.recon,
                                          best_trial=outcome.best_trial_id, title=title,
@@ -418,6 +419,22 @@ class _Search:
         self.say(f"  trials side by side: {storage.join(self.exp_path, TRIALS_HTML)}; in the "
                  "MLflow UI: " + links.trials_view_url(uri, self.experiment_id,
                                                        key if stored else None))
+
+    def _report_incumbent(self, folder: Path, title: str) -> None:
+        """The incumbent over time: a history on the parent run, ``incumbent.png`` there and
+        beside ``curves.png``, one line."""
+        from mona_tune.report.incumbent import INCUMBENT_FILE, plot_incumbents
+        from mona_tune.tracking.incumbent import incumbent_curve, log_incumbent, search_reports
+
+        uri = self.scfg.tracking_uri
+        curve = incumbent_curve(search_reports(uri, self.experiment_id, self.parent_run_id,
+                                               self.metric), self.mode, search=self.scfg.name)
+        log_incumbent(uri, self.parent_run_id, curve, self.metric)
+        png = plot_incumbents([curve], self.metric, folder / INCUMBENT_FILE, title=title)
+        mr.log_artifact(uri, self.parent_run_id, png)
+        target = storage.join(self.exp_path, INCUMBENT_FILE)
+        storage.write_bytes(target, png.read_bytes())
+        self.say(f"  incumbent: {curve.describe()}; {target}")
 
     # -- the end
     def close_failed(self, err: BaseException) -> None:
