@@ -44,7 +44,8 @@ def plot_incumbents(curves: list[IncumbentCurve], metric: str, path: Path, title
         ax.grid(alpha=0.3)
         if positive and any(c.values for c in curves):
             ax.set_yscale("log")
-    axes[1].legend(fontsize=7)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
