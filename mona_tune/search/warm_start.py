@@ -62,7 +62,9 @@ class WarmStart:
                 f"{k} ({was} there, {now} here)" for k, (was, now) in self.differs.items())
         if self.dropped:
             text += "; dropped " + ", ".join(f"{n} {k}" for k, n in self.dropped.items())
-        return text + f"; the best {len(self.first)} configurations run first"
+        if self.first:
+            text += f"; the best {len(self.first)} configurations run first"
+        return text
 
     def params(self) -> dict:
         """The parent run's record of it."""

@@ -68,6 +68,8 @@ def test_auto_keeps_the_trials_of_the_same_settings_inside_the_space_best_first(
     assert line.startswith("warm start: learnt from 3 trials of a (3); dropped 1 failed, "
                            "1 diverged, 1 outside the space, 2 with other settings")
     assert warm.params()["warm_start_searches"] == "a:3"
+    assert line.endswith("; the best 2 configurations run first")
+    assert "run first" not in _warm(store, first=0).describe("STORE")
 
 
 def test_a_named_search_of_other_settings_is_kept_and_its_differences_named(store):
