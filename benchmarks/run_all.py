@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("step_cost.py", [], "MoNA stage-1 step time over a plain fine-tuning step"),
     ("tuning_overhead.py", [], "search wall time over the ideal, per-trial fixed cost"),
     ("search_schedulers.py", [], "ASHA vs FIFO vs random: best metric and epochs spent"),
+    ("warm_start.py", [], "warm start vs cold after n_train changed: epochs to the cold best"),
     ("multinode.py", [], "the same search on one node (2 CPU) and on two local nodes (2 x 1 CPU)"),
     ("source_transfer.py", [], "does the embedded source help? ft per source vs scratch, paired"),
     ("methods_table.py", [], "ft, emb, orca, mona vs scratch and ridge: paired verdicts, target and probe"),

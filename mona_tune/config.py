@@ -313,3 +313,9 @@ class SearchConfig(BaseModel):
     reuse_actors: bool = True
     register_model: bool = True
     verbose: int = Field(1, ge=0, le=3)
+    warm_start: str | None = Field(
+        None, description="learn from past searches of the task in the tracking store: 'auto' "
+        "(all of them) or a search name; None: a cold search (search/warm_start.py)")
+    warm_start_first: int = Field(
+        2, ge=0, description="with warm_start: the best past configurations the search runs "
+        "first")

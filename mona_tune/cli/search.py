@@ -51,6 +51,13 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="trials running at once (default: space file, 2)")
     g.add_argument("--time-budget", type=float, default=None, dest="time_budget_s",
                    help="seconds after which no new trial starts and running ones stop")
+    g.add_argument("--warm-start", nargs="?", const="auto", default=None,
+                   metavar="SEARCH_NAME|auto",
+                   help="learn from the completed and stopped trials of a past search of the task "
+                        "in the tracking store (auto, the default value: all of them); the best "
+                        "past configurations run first")
+    g.add_argument("--warm-start-first", type=int, default=2, metavar="N",
+                   help="with --warm-start: the best past configurations run first (default 2)")
     g = p.add_argument_group("scheduler")
     g.add_argument("--scheduler", choices=["asha", "fifo"], default=None,
                    help="ASHA early stopping on stage-2 epochs (default) or FIFO (no stopping)")
@@ -104,6 +111,11 @@ def add_best_arguments(p: argparse.ArgumentParser) -> None:
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                         "sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    p.add_argument("--curves", nargs="+", default=None, metavar="SEARCH",
+                   help="instead of the ranking: overlay these searches' incumbent curves (best "
+                        "validation metric so far against wall time and stage-2 epochs spent)")
+    p.add_argument("--out", type=Path, default=Path("incumbent-curves.png"), metavar="PNG",
+                   help="with --curves: the figure (default incumbent-curves.png)")
     p.set_defaults(func=run_best_command)
 
 
@@ -147,7 +159,8 @@ def search_request(args) -> SearchRequest:
         gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
         address=args.address, prepare_timeout_s=args.prepare_timeout_s,
         dashboard=args.dashboard, dashboard_port=args.dashboard_port,
-        register_model=not args.no_register, quiet=args.quiet)
+        register_model=not args.no_register, quiet=args.quiet,
+        warm_start=args.warm_start, warm_start_first=args.warm_start_first)
 
 
 def run_search_command(args) -> int:
@@ -181,6 +194,11 @@ def run_best_command(args) -> int:
 
     # a server or database that does not answer: one line within seconds, not MLflow's retries
     check_store(tracking_uri_or_default(args.tracking_uri))
+    if args.curves:
+        from mona_tune.report.incumbent import compare_command
+
+        return compare_command(args.curves, task=args.task, out_path=args.out,
+                               tracking_uri=args.tracking_uri)
 
     return best_command(name=args.name, task=args.task, top=args.top, export=args.export,
                         tracking_uri=args.tracking_uri, as_json=args.json)

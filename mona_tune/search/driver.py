@@ -111,6 +111,7 @@ def run_search(scfg: SearchConfig, space: SearchSpace, param_space: dict, *, res
         check_resumable(search.exp_path)
     # the tracking store answers, before Ray starts (seconds, not MLflow's retries)
     check_store(scfg.tracking_uri)
+    search.learn_from_past()  # before Ray: a search named there that is not in the store exits
     mr.ride_out_outages()
     env = join.forwarded_env()
     tune_environment(scfg)
@@ -165,9 +166,20 @@ class _Search:
         self.experiment_id: str | None = None
         self.tuner = None
         self.counts: dict[str, int] = {}
+        self.warm = None  # search/warm_start.py: what a warm-started search learnt
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out or sys.stdout, flush=True)
+
+    # -- the past searches of the task, where --warm-start asks (a resumed search has its study)
+    def learn_from_past(self) -> None:
+        if not self.scfg.warm_start or self.resume:
+            return
+        from mona_tune.search.warm_start import learn_from_store
+
+        self.warm = learn_from_store(self.scfg, self.space, self.fixed, metric=self.metric,
+                                     mode=self.mode)
+        self.say(self.warm.describe(mr.redact(self.scfg.tracking_uri)))
 
     # -- Ray, and every node checked before anything is written
     def join_ray(self, env: dict) -> None:
@@ -260,6 +272,8 @@ class _Search:
                   "storage": self.exp_path, "metric": self.metric, "mode": self.mode,
                   "ray_nodes": len(self.nodes)}
         params.update({f"fixed.{k}": v for k, v in self.fixed.items()})
+        if self.warm is not None:
+            params.update(self.warm.params())
         return params
 
     def _trial_settings(self) -> TrialSettings:
@@ -282,7 +296,8 @@ class _Search:
             self.tuner = restore_tuner(self.exp_path, self.settings, scfg)
         else:
             self.tuner = build_tuner(scfg, self.param_space, self.settings, max_t=self.max_t,
-                                     metric=self.metric, mode=self.mode, searched=self.searched)
+                                     metric=self.metric, mode=self.mode, searched=self.searched,
+                                     warm=self.warm)
         self.searcher_name = type(base_searcher(self.tuner)).__name__
         if self.resume:
             self.say(f"resuming {self.exp_path} (searcher {self.searcher_name}; its state is "
@@ -391,6 +406,7 @@ class _Search:
             target = storage.join(self.exp_path, CURVES_FILE)
             storage.write_bytes(target, png.read_bytes())
             outcome.curves_png = target
+            self._report_incumbent(Path(d), title)
             for f in write_trials_report(rows, Path(d), metric=self.metric, mode=self.mode,
                                          searched=self.searched, outcomes=self.recon,
                                          best_trial=outcome.best_trial_id, title=title,
@@ -404,6 +420,22 @@ class _Search:
         self.say(f"  trials side by side: {storage.join(self.exp_path, TRIALS_HTML)}; in the "
                  "MLflow UI: " + links.trials_view_url(uri, self.experiment_id,
                                                        key if stored else None))
+
+    def _report_incumbent(self, folder: Path, title: str) -> None:
+        """The incumbent over time: a history on the parent run, ``incumbent.png`` there and
+        beside ``curves.png``, one line."""
+        from mona_tune.report.incumbent import INCUMBENT_FILE, plot_incumbents
+        from mona_tune.tracking.incumbent import incumbent_curve, log_incumbent, search_reports
+
+        uri = self.scfg.tracking_uri
+        curve = incumbent_curve(search_reports(uri, self.experiment_id, self.parent_run_id,
+                                               self.metric), self.mode, search=self.scfg.name)
+        log_incumbent(uri, self.parent_run_id, curve, self.metric)
+        png = plot_incumbents([curve], self.metric, folder / INCUMBENT_FILE, title=title)
+        mr.log_artifact(uri, self.parent_run_id, png)
+        target = storage.join(self.exp_path, INCUMBENT_FILE)
+        storage.write_bytes(target, png.read_bytes())
+        self.say(f"  incumbent: {curve.describe()}; {target}")
 
     # -- the end
     def close_failed(self, err: BaseException) -> None:

@@ -49,6 +49,8 @@ class SearchRequest:
     dashboard_port: int = 8265
     register_model: bool = True
     quiet: bool = False
+    warm_start: str | None = None  # "auto" or a past search's name
+    warm_start_first: int = 2
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ _FLAG_OF = {
     "checkpoint.num_to_keep": "--checkpoint-keep", "cpus_per_trial": "--cpus-per-trial",
     "gpus_per_trial": "--gpus-per-trial", "max_failures": "--max-failures",
     "prepare_timeout_s": "--prepare-timeout", "dashboard_port": "--dashboard-port",
+    "warm_start_first": "--warm-start-first",
 }
 
 
@@ -121,9 +124,24 @@ def plan_search(req: SearchRequest) -> SearchPlan:
     from mona_tune.cluster import storage as storage_io
 
     storage = storage_io.storage_path(req.storage)
+    _check_warm_start(req)
     if req.resume:
         return SearchPlan(*_resumed_search(req, storage))
     return SearchPlan(*_new_search(req, storage))
+
+
+def _check_warm_start(req: SearchRequest) -> None:
+    if req.warm_start is None:
+        return
+    if req.resume:
+        raise MonaError("--warm-start: a resumed search keeps what it learnt when it started; "
+                        "leave out --warm-start")
+    if req.sampler != "optuna":
+        raise MonaError(f"--warm-start needs --sampler optuna ({req.sampler} sampling learns "
+                        "nothing from past trials)")
+    if req.warm_start != "auto" and not _NAME_RE.match(req.warm_start):
+        raise MonaError(f"--warm-start {req.warm_start!r}: not a search name (letters, digits, "
+                        "'.', '_' and '-'), nor 'auto'")
 
 
 def _resumed_search(req: SearchRequest, storage: str):
@@ -217,7 +235,8 @@ def _search_config(req: SearchRequest, space, **given):
         cpus_per_trial=req.cpus_per_trial, gpus_per_trial=req.gpus_per_trial,
         max_failures=req.max_failures, address=req.address, dashboard=req.dashboard,
         prepare_timeout_s=req.prepare_timeout_s, dashboard_port=req.dashboard_port,
-        register_model=req.register_model, verbose=0 if req.quiet else 1)
+        register_model=req.register_model, verbose=0 if req.quiet else 1,
+        warm_start=req.warm_start, warm_start_first=req.warm_start_first)
     try:
         scfg = SearchConfig.model_validate(values)
     except ValidationError as err:

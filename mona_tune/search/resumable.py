@@ -139,7 +139,24 @@ class ResumableASHA(ASHAScheduler):
 
 
 class OnceOptunaSearch(OptunaSearch):
-    """Optuna that hears each step once and takes in trials its restored state missed."""
+    """Optuna that hears each step once and takes in trials its restored state missed.
+
+    ``first``: configurations enqueued when the study is set up, so that they are sampled first
+    (a warm start's best past configurations, ``search/warm_start.py``; its evaluated points go
+    in through ``points_to_evaluate`` and ``evaluated_rewards``). They are part of the study, so
+    the searcher's saved state keeps those not yet run: a resumed search does not run them
+    again."""
+
+    def __init__(self, *args, first: list[dict] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._first = [dict(p) for p in first or []]
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        if not super().set_search_properties(metric, mode, config, **spec):
+            return False
+        for point in getattr(self, "_first", ()):
+            self._ot_study.enqueue_trial(point)
+        return True
 
     def _adopted(self) -> dict[str, dict]:
         # trial id -> params of the trials Tune restored that this state did not know

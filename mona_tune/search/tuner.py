@@ -21,7 +21,7 @@ from mona_tune.search.interrupt import StopWhenStorageFull
 from mona_tune.search.trial import TrialSettings, run_trial, trial_dir_name
 
 
-def _searcher(scfg: SearchConfig, metric: str, mode: str):
+def _searcher(scfg: SearchConfig, metric: str, mode: str, warm=None):
     if scfg.sampler == "random":
         from mona_tune.search.resumable import ResumableRandom
 
@@ -36,8 +36,12 @@ def _searcher(scfg: SearchConfig, metric: str, mode: str):
     startup = max(2, min(10, scfg.num_samples // 3))
     sampler = optuna.samplers.TPESampler(seed=scfg.seed, n_startup_trials=startup)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    learnt = {}
+    if warm is not None and warm.points:  # search/warm_start.py
+        learnt = {"points_to_evaluate": warm.points, "evaluated_rewards": warm.rewards,
+                  "first": warm.first}
     return ResumableSearch(ConcurrencyLimiter(
-        OnceOptunaSearch(metric=metric, mode=mode, sampler=sampler),
+        OnceOptunaSearch(metric=metric, mode=mode, sampler=sampler, **learnt),
         max_concurrent=scfg.max_concurrent))
 
 
@@ -72,12 +76,14 @@ def _trial_dirname(trial) -> str:
 
 
 def build_tuner(scfg: SearchConfig, param_space: dict, settings: TrialSettings, *, max_t: int,
-                metric: str, mode: str, searched: list[str]):
+                metric: str, mode: str, searched: list[str], warm=None):
+    """A new search's Tuner; ``warm``: the :class:`~mona_tune.search.warm_start.WarmStart` its
+    Optuna study starts from."""
     from ray import tune
 
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode,
-        search_alg=_searcher(scfg, metric, mode),
+        search_alg=_searcher(scfg, metric, mode, warm),
         scheduler=_scheduler(scfg, max_t),
         num_samples=scfg.num_samples,
         reuse_actors=scfg.reuse_actors,

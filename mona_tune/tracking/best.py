@@ -48,18 +48,19 @@ def _experiments(client, task: str | None) -> list:
                             filter_string=f"name LIKE '{mr.EXPERIMENT_PREFIX}%'"))
 
 
-def find_search(tracking_uri: str, name: str, task: str | None = None):
-    """The latest parent run named ``name`` (tag ``mona.search_name``)."""
+def find_search(tracking_uri: str, name: str, task: str | None = None, flag: str = "--name"):
+    """The latest parent run named ``name`` (tag ``mona.search_name``); ``flag``: the option
+    that named it, for the error line."""
     client = mr.get_client(tracking_uri)
     exps = _experiments(client, task)
     if not exps:
-        raise MonaError(f"--name {name}: no mona-tune experiment in {mr.redact(tracking_uri)}")
+        raise MonaError(f"{flag} {name}: no mona-tune experiment in {mr.redact(tracking_uri)}")
     runs = mr.retrying(client.search_runs, [e.experiment_id for e in exps],
                        filter_string=f"tags.`{mr.TAG_SEARCH}` = '{name}' and "
                                      f"tags.`{mr.TAG_ROLE}` = 'search'",
                        order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise MonaError(f"--name {name}: no search of that name in {mr.redact(tracking_uri)}")
+        raise MonaError(f"{flag} {name}: no search of that name in {mr.redact(tracking_uri)}")
     return runs[0]
 
 

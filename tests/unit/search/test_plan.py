@@ -82,3 +82,25 @@ def test_a_resume_reads_the_saved_search_and_takes_the_new_address(req, tmp_path
     assert again.resume and again.scfg.sampler == "random" and again.scfg.num_samples == 5
     assert again.scfg.address == "10.0.0.1:6379"
     assert again.scfg.tracking_uri == plan.scfg.tracking_uri
+
+
+@pytest.mark.parametrize("change, line", [
+    ({"resume": True}, "--warm-start: a resumed search keeps what it learnt when it started"),
+    ({"sampler": "random"}, "--warm-start needs --sampler optuna (random sampling learns"),
+])
+def test_warm_start_with_resume_or_random_sampling_is_one_line(req, change, line):
+    req.warm_start = "auto"
+    for k, v in change.items():
+        setattr(req, k, v)
+    with pytest.raises(MonaError) as err:
+        plan_search(req)
+    assert str(err.value).startswith(line)
+
+
+def test_warm_start_names_a_search_or_auto(req):
+    req.warm_start = "x'y"
+    with pytest.raises(MonaError, match="--warm-start \"x'y\": not a search name"):
+        plan_search(req)
+    req.warm_start, req.warm_start_first = "auto", 3
+    s = plan_search(req).scfg
+    assert (s.warm_start, s.warm_start_first) == ("auto", 3)
