@@ -29,14 +29,20 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def fast_epochs() -> dict:
+    """The embedded source model's epochs per source data set in the tests (:func:`fast_source`)."""
+    return {"fractals": 2, "digits": 2, "cifar10": 1}
+
+
 @pytest.fixture(scope="module")
-def fast_source(one_thread):
+def fast_source(one_thread, fast_epochs):
     """A 2-epoch embedded source model (its own cache key), for tests of the trainer around it."""
     from mona_tune.models import source as source_mod
     from mona_tune.train import loaded
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"fractals": 2, "digits": 2, "cifar10": 1})
+        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", dict(fast_epochs))
         loaded.clear()
         yield
         loaded.clear()

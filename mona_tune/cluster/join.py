@@ -23,6 +23,8 @@ from mona_tune.errors import MonaError
 from mona_tune.tracking.server import tcp_fault
 
 GCS_PROBE_TIMEOUT_S = 20.0
+GCS_PORT = 6379  # an address without a port: Ray's default GCS port
+CLIENT_PORT = 10001  # the same for ray:// (Ray's client server)
 
 # what a trial on another node needs from the driver's environment
 FORWARDED_NAMES = ("MONA_TUNE_CACHE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "HTTP_PROXY",
@@ -96,13 +98,13 @@ def check_address(address: str) -> None:
     join; switch token authentication on when the cluster wants it and a token is at hand."""
     if address in ("auto", "local") or address.startswith("ray://"):
         if address.startswith("ray://"):
-            host, port = host_port(address, 10001)
+            host, port = host_port(address, CLIENT_PORT)
             fault = tcp_fault(host, port)
             if fault:
                 raise MonaError(f"--address {address}: no Ray client server answers there "
                                 f"({fault})")
         return
-    host, port = host_port(address, 6379)
+    host, port = host_port(address, GCS_PORT)
     fault = tcp_fault(host, port)
     if fault:
         raise MonaError(f"--address {address}: no Ray cluster answers there ({fault}); start one "
@@ -128,6 +130,25 @@ def check_address(address: str) -> None:
         raise MonaError(f"--address {address}: {verdict}")
 
 
+def init_args(address: str | None, *, dashboard: bool, dashboard_port: int,
+              env: dict[str, str]) -> dict:
+    """What ``ray.init`` gets: ``address`` with ``env`` in the job's runtime_env, or a Ray
+    started here (its processes inherit this environment as it is) with its dashboard on
+    127.0.0.1 only."""
+    common = dict(log_to_driver=True, logging_level=logging.WARNING)
+    if address:
+        return dict(address=address, runtime_env={"env_vars": env} if env else None, **common)
+    return dict(include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                dashboard_port=dashboard_port, **common)
+
+
+def http_url(url: str | None) -> str | None:
+    """The dashboard URL Ray reports (``host:port``, or empty when there is none) as a link."""
+    if url and not url.startswith("http"):
+        url = "http://" + url
+    return url or None
+
+
 def join(address: str | None, *, dashboard: bool, dashboard_port: int,
          env: dict[str, str]) -> tuple[bool, str | None]:
     """Join ``address`` (or ``$RAY_ADDRESS``), whose trials get ``env`` through the job's
@@ -138,18 +159,11 @@ def join(address: str | None, *, dashboard: bool, dashboard_port: int,
     if ray.is_initialized():
         return False, getattr(ray.get_runtime_context(), "dashboard_url", None)
     address = address or os.environ.get("RAY_ADDRESS")
-    common = dict(log_to_driver=True, logging_level=logging.WARNING)
     if address:
         check_address(address)
-        info = ray.init(address=address, runtime_env={"env_vars": env} if env else None,
-                        **common)
-    else:  # a Ray started here: its processes inherit this environment as it is
-        info = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                        dashboard_port=dashboard_port, **common)
-    url = getattr(info, "dashboard_url", None) or None
-    if url and not url.startswith("http"):
-        url = "http://" + url
-    return True, url
+    info = ray.init(**init_args(address, dashboard=dashboard, dashboard_port=dashboard_port,
+                                env=env))
+    return True, http_url(getattr(info, "dashboard_url", None))
 
 
 def dashboard_help(url: str | None) -> str:
