@@ -75,15 +75,20 @@ def _probe_gcs(address: str, environ: dict[str, str]) -> str | None:
     except subprocess.TimeoutExpired:
         return f"it accepts connections but does not answer as a Ray cluster within " \
                f"{GCS_PROBE_TIMEOUT_S:g} s"
-    if proc.returncode == 0:
+    return probe_verdict(proc.returncode, proc.stdout, proc.stderr)
+
+
+def probe_verdict(returncode: int, stdout: str, stderr: str) -> str | None:
+    """The GCS probe's outcome from its exit status and output (see :func:`_probe_gcs`)."""
+    if returncode == 0:
         return None
-    err_lines = proc.stderr.strip().splitlines()
-    text = proc.stdout.strip() or (err_lines[-1] if err_lines else "")
+    err_lines = stderr.strip().splitlines()
+    text = stdout.strip() or (err_lines[-1] if err_lines else "")
     if "ModuleNotFoundError" in text or "ImportError" in text or "AttributeError" in text:
         return None  # a Ray without this client: let ray.init decide
     if "Authentication" in text or "InvalidAuthToken" in text or "Unauthenticated" in text:
         return "auth"
-    return text or f"exit status {proc.returncode}"
+    return text or f"exit status {returncode}"
 
 
 def _enable_token_auth() -> None:

@@ -140,6 +140,34 @@ def test_the_gcs_probe_tells_a_missing_or_wrong_token_apart(local_ray, monkeypat
     assert fault and "\n" not in fault and fault != "auth"
 
 
+@pytest.mark.parametrize("code, out, err, verdict", [
+    (0, "", "", None),
+    (1, "ModuleNotFoundError: No module named 'ray._raylet'", "", None),  # ray.init decides
+    (1, "", "log\nImportError: cannot import name 'GcsClient'", None),
+    (1, "AttributeError: 'GcsClient' has no attribute 'internal_kv_get'", "", None),
+    (1, "AuthenticationError: token missing", "", "auth"),
+    (1, "RpcError: InvalidAuthToken", "", "auth"),
+    (1, "", "RpcError: Unauthenticated\n", "auth"),
+    (1, "  RpcError: deadline exceeded \n", "ignored", "RpcError: deadline exceeded"),
+    (1, "", "first\nlast line\n", "last line"),
+    (3, "", "", "exit status 3"),
+])
+def test_the_probes_verdict(code, out, err, verdict):
+    assert join.probe_verdict(code, out, err) == verdict
+
+
+def test_a_silent_address_is_named_within_the_probes_deadline(monkeypatch):
+    monkeypatch.setattr(join, "GCS_PROBE_TIMEOUT_S", 1.5)
+    with socket.socket() as server:  # accepts connections, never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        t0 = time.time()
+        assert join._probe_gcs(f"127.0.0.1:{server.getsockname()[1]}", dict(os.environ)) == \
+            "it accepts connections but does not answer as a Ray cluster within 1.5 s"
+        assert time.time() - t0 < 10
+    assert join.GCS_PROBE_TIMEOUT_S == 1.5
+
+
 def test_check_address_turns_token_auth_on_with_the_token_at_hand(local_ray, monkeypatch,
                                                                    tmp_path):
     _no_token_anywhere(monkeypatch, tmp_path)

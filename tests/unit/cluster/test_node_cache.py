@@ -43,6 +43,7 @@ def test_the_copy_has_what_is_left_of_the_deadline_but_at_least_a_minute():
     assert node_cache.copy_timeout(1800.0, 100.0) == 1700.0
     assert node_cache.copy_timeout(100.0, 50.0) == 60.0
     assert node_cache.copy_timeout(61.0, 0.5) == 60.5
+    assert node_cache.PREPARE_TIMEOUT_S == 1800.0  # the whole step: half an hour
 
 
 def test_the_nodes_that_can_hold_a_trial():

@@ -100,7 +100,12 @@ def test_preflight_names_the_node_at_fault_and_leaves_nothing(tmp_path, monkeypa
     assert preflight.preflight(_spec(tmp_path), [good]) == []
     assert list((tmp_path / "runs").iterdir()) == []  # the folder stays, the markers go
     warn = preflight.preflight(_spec(tmp_path), [good, good])
-    assert len(warn) == 1 and "2 Ray nodes share a SQLite tracking store" in warn[0]
+    assert warn == ["warning: 2 Ray nodes share a SQLite tracking store on a shared filesystem; "
+                    "an MLflow server (`mona-tune tracking-server`) is safer for many trials"]
+    server = preflight.PreflightSpec(storage=str(tmp_path / "runs"),
+                                     tracking_uri="postgresql://u@db/mlflow")
+    assert preflight.preflight(server, [good, good]) == []
+    assert (preflight.PREFLIGHT_TIMEOUT_S, preflight.MARKER_PREFIX) == (60.0, ".mona-preflight-")
 
 def test_preflight_spec_of_a_search(tmp_path):
     from mona_tune.config import SearchConfig
