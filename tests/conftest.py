@@ -88,8 +88,8 @@ def local_ray(mona_cache, fast_epochs) -> LocalRay:
     ``address="local"``, its own temporary folder): 2 CPUs and 1 GPU declared (so that GPU
     requests are scheduled; no GPU is used), token authentication with a token of its own. Its
     workers see this session's cache and train the embedded source model with the tests' epochs
-    (:func:`fast_source`). Started by the first test that asks for it and shut down after the last
-    of the tests in a row that do (:func:`pytest_runtest_teardown`), environment restored."""
+    (:func:`fast_source`). Started by the first test that asks for it and shut down when the tests
+    leave its folder (:func:`pytest_runtest_teardown`), environment restored."""
     if "info" not in _RAY:
         _start_local_ray(fast_epochs)
     return _RAY["info"]
@@ -134,9 +134,10 @@ def _stop_local_ray() -> None:
 
 
 def pytest_runtest_teardown(item, nextitem):
-    """Shut the local Ray down after the last of a row of tests that use it: the tests after
-    them expect no Ray in this process."""
-    if "temp" in _RAY and (nextitem is None or "local_ray" not in nextitem.fixturenames):
+    """Shut the local Ray down when the tests leave the folder of one that used it (unless the
+    next one uses it too): the tests after them expect no Ray in this process."""
+    if "temp" in _RAY and (nextitem is None or (nextitem.path.parent != item.path.parent
+                                                and "local_ray" not in nextitem.fixturenames)):
         _stop_local_ray()
 
 

@@ -174,6 +174,10 @@ def test_check_address_turns_token_auth_on_with_the_token_at_hand(local_ray, mon
     monkeypatch.setenv("RAY_AUTH_TOKEN", local_ray.token)
     join.check_address(local_ray.gcs)
     assert os.environ["RAY_AUTH_MODE"] == "token"
+    import ray
+
+    # the token cache was emptied: read the token again now, while this process has the right one
+    assert ray.nodes()[0]["NodeID"] == local_ray.node_id
 
 
 def test_check_address_names_a_missing_or_refused_token(local_ray, monkeypatch, tmp_path):

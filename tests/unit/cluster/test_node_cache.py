@@ -63,10 +63,14 @@ def test_the_nodes_that_can_hold_a_trial():
 
 
 def _entry_files(root: Path) -> list[Path]:
-    """The files of this module's data entry and of the source model's entry in ``root``."""
+    """The files of this module's data entry and of its source model's entry in ``root``."""
+    from mona_tune.config import TrainConfig
+    from mona_tune.train import loaded
+
+    key = loaded.source_model(TrainConfig(**FIXED)).model_id.rsplit("-", 1)[1]
     found = [p for name in DATA_FILES for p in root.glob(f"data/*/{name}")]
-    found += [p for name in ("model.pt", "meta.json") for p in root.glob(f"source/*/{name}")]
-    assert len(found) == 4, found
+    found += [root / "source" / key / name for name in ("model.pt", "meta.json")]
+    assert len(found) == 4 and all(p.is_file() for p in found), found
     return found
 
 

@@ -112,11 +112,14 @@ def test_gather_names_the_late_nodes_and_kills_their_tasks(local_ray, tmp_path):
     refs = {n: nodes.pinned(stubborn, n, num_cpus=0).remote(name)
             for n, name in ((here, "a"), (twin, "b"))}
     t0 = time.time()
+    while not all((tmp_path / name).is_file() for name in "ab") and time.time() - t0 < 60:
+        time.sleep(0.1)  # both running (a worker may take seconds to start)
     with pytest.raises(MonaError) as err:
         nodes.gather(refs, 1.5, "the check")
     assert str(err.value) == (f"node {local_ray.ip} ({local_ray.node_id[:8]}): the check did not "
                               "finish within 1.5 s (and 1 more nodes)")
     pids = [int((tmp_path / name).read_text()) for name in ("a", "b")]
+    t0 = time.time()
     while any(_alive(p) for p in pids) and time.time() - t0 < 30:
         time.sleep(0.1)
     assert not any(_alive(p) for p in pids)
