@@ -1,4 +1,5 @@
-"""Shared fixtures: a private cache, and small Darcy files in the real formats.
+"""Shared fixtures: a private cache, a local Ray (the cluster tests), and small Darcy files in the
+real formats.
 
 The file writers use plain scipy/h5py, independently of ``mona_tune.tasks.generate``, so that the
 loaders are checked against the formats themselves and not against our own writer.
@@ -7,7 +8,10 @@ loaders are checked against the formats themselves and not against our own write
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +33,20 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def fast_epochs() -> dict:
+    """The embedded source model's epochs per source data set in the tests (:func:`fast_source`)."""
+    return {"fractals": 2, "digits": 2, "cifar10": 1}
+
+
 @pytest.fixture(scope="module")
-def fast_source(one_thread):
+def fast_source(one_thread, fast_epochs):
     """A 2-epoch embedded source model (its own cache key), for tests of the trainer around it."""
     from mona_tune.models import source as source_mod
     from mona_tune.train import loaded
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", {"fractals": 2, "digits": 2, "cifar10": 1})
+        mp.setitem(source_mod.EMBEDDED_RECIPE, "epochs", dict(fast_epochs))
         loaded.clear()
         yield
         loaded.clear()
@@ -59,6 +69,76 @@ def mona_cache(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MONA_TUNE_CACHE", str(path))
         yield path
+
+
+@dataclass(frozen=True)
+class LocalRay:
+    gcs: str  # host:port of its GCS
+    node_id: str
+    ip: str  # the node's address
+    token: str  # its authentication token (token authentication is on)
+
+
+_RAY: dict = {}  # the local Ray while it runs: "info" (LocalRay), "undo", "temp"
+
+
+@pytest.fixture
+def local_ray(mona_cache, fast_epochs) -> LocalRay:
+    """A new one-node Ray in this process (never a cluster already running on this machine:
+    ``address="local"``, its own temporary folder): 2 CPUs and 1 GPU declared (so that GPU
+    requests are scheduled; no GPU is used), token authentication with a token of its own. Its
+    workers see this session's cache and train the embedded source model with the tests' epochs
+    (:func:`fast_source`). Started by the first test that asks for it and shut down when the tests
+    leave its folder (:func:`pytest_runtest_teardown`), environment restored."""
+    if "info" not in _RAY:
+        _start_local_ray(fast_epochs)
+    return _RAY["info"]
+
+
+def _start_local_ray(fast_epochs: dict) -> None:
+    import ray
+
+    from mona_tune import ray_compat
+
+    def fast_recipe():  # runs in each worker process (pickled by value)
+        from mona_tune.models import source
+
+        source.EMBEDDED_RECIPE["epochs"] = dict(fast_epochs)
+
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # socket paths must stay short
+    token = secrets.token_hex(32)
+    mp = pytest.MonkeyPatch()
+    mp.delenv("RAY_ADDRESS", raising=False)
+    mp.setenv("RAY_AUTH_MODE", "token")
+    mp.setenv("RAY_AUTH_TOKEN", token)
+    _RAY.update(undo=mp, temp=temp)
+    ray_compat.reload_token_auth()
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False,
+             logging_level="WARNING", _temp_dir=temp,
+             runtime_env={"worker_process_setup_hook": fast_recipe})
+    ctx = ray.get_runtime_context()
+    _RAY["info"] = LocalRay(ctx.gcs_address, ctx.get_node_id(), ray.util.get_node_ip_address(),
+                            token)
+
+
+def _stop_local_ray() -> None:
+    import ray
+
+    from mona_tune import ray_compat
+
+    ray.shutdown()
+    shutil.rmtree(_RAY["temp"], ignore_errors=True)
+    _RAY.pop("undo").undo()
+    _RAY.clear()
+    ray_compat.reload_token_auth()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Shut the local Ray down when the tests leave the folder of one that used it (unless the
+    next one uses it too): the tests after them expect no Ray in this process."""
+    if "temp" in _RAY and (nextitem is None or (nextitem.path.parent != item.path.parent
+                                                and "local_ray" not in nextitem.fixturenames)):
+        _stop_local_ray()
 
 
 def empty_mlflow_store(path: Path) -> str:

@@ -23,6 +23,8 @@ from mona_tune.errors import MonaError
 from mona_tune.tracking.server import tcp_fault
 
 GCS_PROBE_TIMEOUT_S = 20.0
+GCS_PORT = 6379  # an address without a port: Ray's default GCS port
+CLIENT_PORT = 10001  # the same for ray:// (Ray's client server)
 
 # what a trial on another node needs from the driver's environment
 FORWARDED_NAMES = ("MONA_TUNE_CACHE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "HTTP_PROXY",
@@ -73,15 +75,20 @@ def _probe_gcs(address: str, environ: dict[str, str]) -> str | None:
     except subprocess.TimeoutExpired:
         return f"it accepts connections but does not answer as a Ray cluster within " \
                f"{GCS_PROBE_TIMEOUT_S:g} s"
-    if proc.returncode == 0:
+    return probe_verdict(proc.returncode, proc.stdout, proc.stderr)
+
+
+def probe_verdict(returncode: int, stdout: str, stderr: str) -> str | None:
+    """The GCS probe's outcome from its exit status and output (see :func:`_probe_gcs`)."""
+    if returncode == 0:
         return None
-    err_lines = proc.stderr.strip().splitlines()
-    text = proc.stdout.strip() or (err_lines[-1] if err_lines else "")
+    err_lines = stderr.strip().splitlines()
+    text = stdout.strip() or (err_lines[-1] if err_lines else "")
     if "ModuleNotFoundError" in text or "ImportError" in text or "AttributeError" in text:
         return None  # a Ray without this client: let ray.init decide
     if "Authentication" in text or "InvalidAuthToken" in text or "Unauthenticated" in text:
         return "auth"
-    return text or f"exit status {proc.returncode}"
+    return text or f"exit status {returncode}"
 
 
 def _enable_token_auth() -> None:
@@ -96,13 +103,13 @@ def check_address(address: str) -> None:
     join; switch token authentication on when the cluster wants it and a token is at hand."""
     if address in ("auto", "local") or address.startswith("ray://"):
         if address.startswith("ray://"):
-            host, port = host_port(address, 10001)
+            host, port = host_port(address, CLIENT_PORT)
             fault = tcp_fault(host, port)
             if fault:
                 raise MonaError(f"--address {address}: no Ray client server answers there "
                                 f"({fault})")
         return
-    host, port = host_port(address, 6379)
+    host, port = host_port(address, GCS_PORT)
     fault = tcp_fault(host, port)
     if fault:
         raise MonaError(f"--address {address}: no Ray cluster answers there ({fault}); start one "
@@ -128,6 +135,25 @@ def check_address(address: str) -> None:
         raise MonaError(f"--address {address}: {verdict}")
 
 
+def init_args(address: str | None, *, dashboard: bool, dashboard_port: int,
+              env: dict[str, str]) -> dict:
+    """What ``ray.init`` gets: ``address`` with ``env`` in the job's runtime_env, or a Ray
+    started here (its processes inherit this environment as it is) with its dashboard on
+    127.0.0.1 only."""
+    common = dict(log_to_driver=True, logging_level=logging.WARNING)
+    if address:
+        return dict(address=address, runtime_env={"env_vars": env} if env else None, **common)
+    return dict(include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                dashboard_port=dashboard_port, **common)
+
+
+def http_url(url: str | None) -> str | None:
+    """The dashboard URL Ray reports (``host:port``, or empty when there is none) as a link."""
+    if url and not url.startswith("http"):
+        url = "http://" + url
+    return url or None
+
+
 def join(address: str | None, *, dashboard: bool, dashboard_port: int,
          env: dict[str, str]) -> tuple[bool, str | None]:
     """Join ``address`` (or ``$RAY_ADDRESS``), whose trials get ``env`` through the job's
@@ -138,18 +164,11 @@ def join(address: str | None, *, dashboard: bool, dashboard_port: int,
     if ray.is_initialized():
         return False, getattr(ray.get_runtime_context(), "dashboard_url", None)
     address = address or os.environ.get("RAY_ADDRESS")
-    common = dict(log_to_driver=True, logging_level=logging.WARNING)
     if address:
         check_address(address)
-        info = ray.init(address=address, runtime_env={"env_vars": env} if env else None,
-                        **common)
-    else:  # a Ray started here: its processes inherit this environment as it is
-        info = ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                        dashboard_port=dashboard_port, **common)
-    url = getattr(info, "dashboard_url", None) or None
-    if url and not url.startswith("http"):
-        url = "http://" + url
-    return True, url
+    info = ray.init(**init_args(address, dashboard=dashboard, dashboard_port=dashboard_port,
+                                env=env))
+    return True, http_url(getattr(info, "dashboard_url", None))
 
 
 def dashboard_help(url: str | None) -> str:

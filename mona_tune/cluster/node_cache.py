@@ -78,6 +78,23 @@ def trial_nodes(nodes: list, cpus_per_trial: float, gpus_per_trial: float) -> li
     return able
 
 
+def fill_plan(fixed: dict, able: list, here: str,
+              gpus_per_trial: float) -> tuple[object, float, float, dict]:
+    """Which of the ``able`` nodes prepares (the most CPUs, then GPUs; ties go to ``here``, the
+    driver's node), its task's CPUs (at most ``_MAX_THREADS``) and GPUs (one when trials use a
+    GPU and it has one), and the config it fills with (as many threads as CPUs unless set)."""
+    first = max(able, key=lambda n: (n.cpus, n.gpus, n.node_id == here))
+    cpus = min(first.cpus, float(_MAX_THREADS))
+    gpus = 1.0 if gpus_per_trial > 0 and first.gpus >= 1 else 0.0
+    values = {**fixed, "num_threads": fixed.get("num_threads") or max(1, int(cpus))}
+    return first, cpus, gpus, values
+
+
+def copy_timeout(timeout: float, elapsed: float) -> float:
+    """What is left of ``timeout`` for copying the cache, never under a minute."""
+    return max(60.0, timeout - elapsed)
+
+
 def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_trial: float,
                   timeout: float = PREPARE_TIMEOUT_S) -> dict:
     """Fill the caches of every node that can hold a trial; returns timings (seconds),
@@ -88,11 +105,8 @@ def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_tria
     from mona_tune.cluster.nodes import gather, pinned
 
     able = trial_nodes(nodes, cpus_per_trial, gpus_per_trial)
-    here = ray.get_runtime_context().get_node_id()  # ties go to the driver's node (the head)
-    first = max(able, key=lambda n: (n.cpus, n.gpus, n.node_id == here))
-    cpus = min(first.cpus, float(_MAX_THREADS))
-    gpus = 1.0 if gpus_per_trial > 0 and first.gpus >= 1 else 0.0
-    values = {**fixed, "num_threads": fixed.get("num_threads") or max(1, int(cpus))}
+    first, cpus, gpus, values = fill_plan(fixed, able, ray.get_runtime_context().get_node_id(),
+                                          gpus_per_trial)
     t0 = time.time()
     # the files stay in the object store and go from that node to the others, not via the driver
     timings_ref, files_ref = pinned(fill_caches, first, num_cpus=cpus, num_gpus=gpus,
@@ -103,8 +117,7 @@ def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_tria
     if others:
         t1 = time.time()
         refs = {n: pinned(install_files, n, num_cpus=0).remote(files_ref) for n in others}
-        left = max(60.0, timeout - (t1 - t0))
-        written = gather(refs, left, "copying the prepared cache")
+        written = gather(refs, copy_timeout(timeout, t1 - t0), "copying the prepared cache")
         timings["copy_s"] = time.time() - t1
         timings["nodes_filled"] = sum(1 for w in written.values() if w)
     timings["nodes"] = len(able)

@@ -19,11 +19,10 @@ class Node:
         return f"node {self.ip} ({self.node_id[:8]})"
 
 
-def alive_nodes() -> list[Node]:
-    import ray
-
+def nodes_of(table: list[dict]) -> list[Node]:
+    """The alive nodes of a node table as ``ray.nodes()`` returns it."""
     out = []
-    for n in ray.nodes():
+    for n in table:
         if n.get("Alive"):
             res = n.get("Resources", {})
             out.append(Node(n["NodeID"], n.get("NodeManagerAddress", "?"),
@@ -31,13 +30,17 @@ def alive_nodes() -> list[Node]:
     return out
 
 
+def alive_nodes() -> list[Node]:
+    import ray
+
+    return nodes_of(ray.nodes())
+
+
 def lost_nodes(before: list[Node]) -> list[Node]:
     """The nodes of ``before`` (alive when the search started) that Ray no longer lists as alive:
     dead (a killed raylet, a lost machine; Ray marks a node dead once its health checks fail) or
     gone from its node table."""
-    import ray
-
-    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    alive = {n.node_id for n in alive_nodes()}
     return [n for n in before if n.node_id not in alive]
 
 

@@ -1,47 +1,12 @@
-"""The cluster package's plumbing without a cluster: the storage paths, what the preflight checks
-on a node and what it leaves behind, where a Ray token is looked for, what the dashboard line
-says, and which nodes can hold a trial. (The same code on a real two-node cluster:
-tests/system/test_two_nodes.py.)"""
+"""Checking every node before a search: what the preflight checks on a node and what it leaves
+behind, the driver's own faults, and the whole check on a real one-node Ray."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from mona_tune.cluster import join, node_cache, nodes, preflight, storage
+from mona_tune.cluster import nodes, preflight, storage
 from mona_tune.errors import MonaError
-
-# ---------------------------------------------------------------- storage
-
-
-def test_storage_paths(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert storage.is_uri("s3://b/x") and storage.is_uri("file:///x") and not storage.is_uri("/x")
-    assert storage.storage_path(None) == str(tmp_path / "runs")
-    assert storage.storage_path("a/../b") == str(tmp_path / "b")
-    assert storage.storage_path("~/r") == str(Path.home() / "r")
-    assert storage.storage_path("s3://bucket/p") == "s3://bucket/p"
-    assert storage.join("s3://b/x/", "y", "z.json") == "s3://b/x/y/z.json"
-    assert storage.join("/a", "b") == "/a/b"
-
-
-def test_storage_read_write_exists_delete(tmp_path):
-    path = str(tmp_path / "deep" / "f.txt")
-    assert storage.read_text(path) is None and not storage.exists(path)
-    storage.write_bytes(path, b"hello", make_parent=True)
-    assert storage.read_text(path) == "hello" and storage.exists(path)
-    storage.write_bytes(path, b"again")
-    assert Path(path).read_text() == "again"
-    storage.delete(path)
-    assert not Path(path).exists()
-    storage.delete(path)  # gone already: fine
-    uri = f"file://{tmp_path}/u.txt"
-    storage.write_bytes(uri, b"via uri")
-    assert storage.read_text(uri) == "via uri" and (tmp_path / "u.txt").read_text() == "via uri"
-
-
-# ---------------------------------------------------------------- preflight on one node
 
 
 class _Runtime:
@@ -50,7 +15,6 @@ class _Runtime:
 
     def get_node_id(self):
         return self.node_id
-
 
 @pytest.fixture
 def on_node(monkeypatch):
@@ -63,11 +27,9 @@ def on_node(monkeypatch):
 
     return run
 
-
 def _spec(tmp_path, **kw):
     return preflight.PreflightSpec(storage=str(tmp_path / "runs"),
                                    tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", **kw)
-
 
 def test_a_node_that_sees_everything_has_no_fault_and_writes_its_marker(tmp_path, on_node):
     shared = tmp_path / "shared"
@@ -84,7 +46,6 @@ def test_a_node_that_sees_everything_has_no_fault_and_writes_its_marker(tmp_path
     preflight._clean([*written, str(tmp_path / "runs" / f"{spec.marker}.n1")], created)
     assert not (tmp_path / "runs").exists() and not shared.exists()  # made for the check only
 
-
 def test_a_node_without_the_drivers_files_names_each_fault(tmp_path, on_node):
     spec = _spec(tmp_path, shared_dirs=[("the MLflow artifact root", str(tmp_path / "art"))],
                  inputs=[("--weights", str(tmp_path / "no.pt"))])
@@ -96,7 +57,6 @@ def test_a_node_without_the_drivers_files_names_each_fault(tmp_path, on_node):
         "driver wrote there is missing on this node)",
         f"--weights {tmp_path / 'no.pt'} does not exist on this node"]
 
-
 def test_a_node_that_cannot_reach_the_tracking_server_says_so(tmp_path, on_node):
     from proc_net import free_port
 
@@ -106,14 +66,12 @@ def test_a_node_that_cannot_reach_the_tracking_server_says_so(tmp_path, on_node)
     (fault,) = on_node(spec)
     assert "127.0.0.1" in fault and "tracking" in fault.lower()
 
-
 def test_the_driver_cannot_create_its_storage_is_its_own_fault(tmp_path):
     (tmp_path / "file").write_text("x")
     spec = preflight.PreflightSpec(storage=str(tmp_path / "file" / "runs"),
                                    tracking_uri="sqlite:///m.db")
     with pytest.raises(MonaError, match=r"^--storage .*/file/runs: cannot create it"):
         preflight._driver_writes(spec, [], [])
-
 
 def test_preflight_names_the_node_at_fault_and_leaves_nothing(tmp_path, monkeypatch):
     """preflight() with each node's check run here (the real Ray tasks: tests/system/test_two_nodes.py):
@@ -142,55 +100,35 @@ def test_preflight_names_the_node_at_fault_and_leaves_nothing(tmp_path, monkeypa
     assert preflight.preflight(_spec(tmp_path), [good]) == []
     assert list((tmp_path / "runs").iterdir()) == []  # the folder stays, the markers go
     warn = preflight.preflight(_spec(tmp_path), [good, good])
-    assert len(warn) == 1 and "2 Ray nodes share a SQLite tracking store" in warn[0]
+    assert warn == ["warning: 2 Ray nodes share a SQLite tracking store on a shared filesystem; "
+                    "an MLflow server (`mona-tune tracking-server`) is safer for many trials"]
+    server = preflight.PreflightSpec(storage=str(tmp_path / "runs"),
+                                     tracking_uri="postgresql://u@db/mlflow")
+    assert preflight.preflight(server, [good, good]) == []
+    assert (preflight.PREFLIGHT_TIMEOUT_S, preflight.MARKER_PREFIX) == (60.0, ".mona-preflight-")
+
+def test_preflight_spec_of_a_search(tmp_path):
+    from mona_tune.config import SearchConfig
+    from mona_tune.search.driver import preflight_spec
+
+    scfg = SearchConfig(space_file="x", name="n", storage=str(tmp_path / "runs"),
+                        tracking_uri=f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}")
+    spec = preflight_spec(scfg, {"data_dir": "/data/darcy", "source_data": "cifar10:/data/c10",
+                                 "weights": "/models/swin.safetensors"})
+    assert spec.shared_dirs == [("the SQLite tracking store's folder", str(tmp_path / "db"))]
+    assert dict(spec.inputs) == {"--data-dir": "/data/darcy", "--source-data": "/data/c10",
+                                 "--weights": "/models/swin.safetensors"}
+    assert spec.marker.startswith(preflight.MARKER_PREFIX)
 
 
-# ---------------------------------------------------------------- joining
-
-
-def test_where_a_ray_token_is_looked_for(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert join._token_source({}) is None
-    default = tmp_path / ".ray" / "auth_token"
-    default.parent.mkdir()
-    default.write_text("  \n")
-    assert join._token_source({}) is None  # an empty file is no token
-    default.write_text("tok")
-    assert join._token_source({}) == str(default)
-    other = tmp_path / "t"
-    assert join._token_source({"RAY_AUTH_TOKEN_PATH": str(other)}) is None  # named, missing
-    other.write_text("tok")
-    assert join._token_source({"RAY_AUTH_TOKEN_PATH": str(other)}) == str(other)
-    assert join._token_source({"RAY_AUTH_TOKEN": "x", "RAY_AUTH_TOKEN_PATH": str(other)}) == \
-        "$RAY_AUTH_TOKEN"
-
-
-def test_the_dashboard_line_names_where_the_token_is_never_the_token(monkeypatch):
-    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        monkeypatch.delenv(k, raising=False)
-    assert "not running" in join.dashboard_help(None)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    assert join.dashboard_help("http://127.0.0.1:8265") == \
-        "Ray dashboard: http://127.0.0.1:8265 (while the search runs)"
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", "s3cr3t-token")
-    text = join.dashboard_help("http://127.0.0.1:8265")
-    assert "s3cr3t-token" not in text
-    assert "`ray get-auth-token` (it is kept in $RAY_AUTH_TOKEN)" in text
-    monkeypatch.delenv("RAY_AUTH_TOKEN")
-    assert "(it is kept in ~/.ray/auth_token)" in join.dashboard_help("http://h:1")
-
-
-# ---------------------------------------------------------------- node caches
-
-
-def test_the_nodes_that_can_hold_a_trial():
-    cpu = nodes.Node("c" * 56, "10.0.0.1", 4, 0)
-    gpu = nodes.Node("g" * 56, "10.0.0.2", 2, 1)
-    small = nodes.Node("s" * 56, "10.0.0.3", 1, 0)
-    assert node_cache.trial_nodes([cpu, gpu, small], 2, 0) == [cpu, gpu]
-    assert node_cache.trial_nodes([cpu, gpu, small], 1, 0.5) == [gpu]
-    assert node_cache.trial_nodes([cpu, gpu, small], 1, 0) == [cpu, gpu, small]
-    with pytest.raises(MonaError, match=r"no Ray node can hold a trial of 8 CPU and 0 GPU "
-                                        r"\(node 10.0.0.1 \(cccccccc\): 4 CPU, 0 GPU, "):
-        node_cache.trial_nodes([cpu, gpu, small], 8, 0)
+def test_preflight_on_a_real_ray(local_ray, tmp_path):
+    node = nodes.Node(local_ray.node_id, local_ray.ip, 2.0, 1.0)
+    assert preflight.preflight(_spec(tmp_path), [node]) == []
+    assert list((tmp_path / "runs").iterdir()) == []  # the markers are gone
+    spec = _spec(tmp_path, inputs=[("--data-dir", str(tmp_path / "d")),
+                                   ("--weights", str(tmp_path / "w"))])
+    with pytest.raises(MonaError) as err:
+        preflight.preflight(spec, [node])
+    assert str(err.value) == (f"{node.label}: --data-dir {tmp_path / 'd'} does not exist on this "
+                              "node (and 1 more faults)")
+    assert list((tmp_path / "runs").iterdir()) == []
