@@ -7,9 +7,10 @@ or fixed by a search space.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Method = Literal["mona", "emb", "orca", "ft", "scratch"]
 METHODS: tuple[str, ...] = ("mona", "emb", "orca", "ft", "scratch")
@@ -289,6 +290,9 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str = "darcy"
+    task_name: str | None = Field(
+        None, description="the name the search is tracked under (MLflow experiment mona-tune-<name>, "
+        "registered model mona-<name>-embedder, best --task <name>); default: the task")
     space_file: str
     name: str
     storage: str = Field(description="Ray Tune storage path or URI (absolute)")
@@ -319,3 +323,16 @@ class SearchConfig(BaseModel):
     warm_start_first: int = Field(
         2, ge=0, description="with warm_start: the best past configurations the search runs "
         "first")
+
+    @field_validator("task_name")
+    @classmethod
+    def _name_chars(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError("use letters, digits, '.', '_' and '-' (it names an MLflow "
+                             "experiment and a registered model)")
+        return v
+
+    @property
+    def tracking_task(self) -> str:
+        """The name the search is tracked under: ``task_name``, else the task."""
+        return self.task_name or self.task

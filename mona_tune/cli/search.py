@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from mona_tune.config import SearchConfig
 from mona_tune.errors import MonaError
 from mona_tune.search.plan import SearchRequest, plan_search
 
@@ -27,13 +28,16 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                      "random sampling, ASHA or FIFO scheduling); every trial tracked in MLflow.")
     p.add_argument("--task", default="darcy",
                    help="task to search: darcy (default), pdebench-darcy, advection, burgers, "
-                        "diffusion-reaction, diffusion-sorption")
+                        "diffusion-reaction, diffusion-sorption, waveforms, arrays (your own "
+                        "data), or a plugin's task")
     p.add_argument("--space", default=None,
                    help="search space: a YAML file or a packaged space name (the task names, "
                         "darcy-paper); default: the task's packaged space")
     p.add_argument("--name", default=None,
                    help="search name = Tune experiment directory under --storage and MLflow parent "
                         "run name (default: <task>-<date>-<time>)")
+    p.add_argument("--task-name", default=None, metavar="NAME",
+                   help=SearchConfig.model_fields["task_name"].description)
     p.add_argument("--storage", default=None,
                    help="Tune storage: a path (default ./runs) or URI (s3://, gs://, file://)")
     p.add_argument("--resume", action="store_true",
@@ -160,7 +164,8 @@ def search_request(args) -> SearchRequest:
         address=args.address, prepare_timeout_s=args.prepare_timeout_s,
         dashboard=args.dashboard, dashboard_port=args.dashboard_port,
         register_model=not args.no_register, quiet=args.quiet,
-        warm_start=args.warm_start, warm_start_first=args.warm_start_first)
+        warm_start=args.warm_start, warm_start_first=args.warm_start_first,
+        task_name=args.task_name)
 
 
 def run_search_command(args) -> int:

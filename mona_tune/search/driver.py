@@ -63,7 +63,8 @@ def preflight_spec(scfg: SearchConfig, fixed: dict) -> PreflightSpec:
     if db is not None:
         spec.shared_dirs.append(("the SQLite tracking store's folder", str(db.parent)))
     else:
-        artifacts = local_dir(mr.planned_artifact_location(scfg.tracking_uri, scfg.task))
+        artifacts = local_dir(mr.planned_artifact_location(scfg.tracking_uri,
+                                                           scfg.tracking_task))
         if artifacts:
             spec.shared_dirs.append(("the MLflow artifact root", artifacts))
     for key, label in (("data_dir", "--data-dir"), ("weights", "--weights")):
@@ -236,7 +237,7 @@ class _Search:
         scfg = self.scfg
         meta = read_meta(self.exp_path) if self.resume else None
         t0 = time.time()
-        self.experiment_id = mr.ensure_experiment(scfg.tracking_uri, scfg.task)
+        self.experiment_id = mr.ensure_experiment(scfg.tracking_uri, scfg.tracking_task)
         if meta is not None:
             try:
                 mr.reopen_run(scfg.tracking_uri, meta["parent_run_id"])
@@ -248,7 +249,7 @@ class _Search:
             self.parent_run_id = meta["parent_run_id"]
         else:
             self.parent_run_id = mr.start_parent_run(
-                scfg.tracking_uri, self.experiment_id, name=scfg.name, task=scfg.task,
+                scfg.tracking_uri, self.experiment_id, name=scfg.name, task=scfg.tracking_task,
                 params=self._parent_params(), space_yaml=self.space_yaml)
         self.timings["mlflow_setup_s"] = time.time() - t0
         self.settings = self._trial_settings()
@@ -281,7 +282,7 @@ class _Search:
         local = not storage.is_uri(scfg.storage)
         return TrialSettings(
             tracking_uri=scfg.tracking_uri, experiment_id=self.experiment_id,
-            parent_run_id=self.parent_run_id, search_name=scfg.name, task=scfg.task,
+            parent_run_id=self.parent_run_id, search_name=scfg.name, task=scfg.tracking_task,
             metric=self.metric_name, mode=self.mode, cpus_per_trial=scfg.cpus_per_trial,
             gpus_per_trial=scfg.gpus_per_trial, checkpoint_every=scfg.checkpoint.every,
             searched=tuple(self.searched),
@@ -377,7 +378,7 @@ class _Search:
             if scfg.register_model:
                 try:
                     mv = mr.register_embedder(
-                        uri, scfg.task, outcome.best_run_id,
+                        uri, scfg.tracking_task, outcome.best_run_id,
                         tags={"search": scfg.name, "trial_id": outcome.best_trial_id,
                               self.metric: outcome.best_metrics.get(self.metric)})
                     outcome.model_version = str(mv.version)

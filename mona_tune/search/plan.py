@@ -51,6 +51,7 @@ class SearchRequest:
     quiet: bool = False
     warm_start: str | None = None  # "auto" or a past search's name
     warm_start_first: int = 2
+    task_name: str | None = None  # tracked as this name (a user's own task); None: the task
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ _FLAG_OF = {
     "checkpoint.num_to_keep": "--checkpoint-keep", "cpus_per_trial": "--cpus-per-trial",
     "gpus_per_trial": "--gpus-per-trial", "max_failures": "--max-failures",
     "prepare_timeout_s": "--prepare-timeout", "dashboard_port": "--dashboard-port",
-    "warm_start_first": "--warm-start-first",
+    "warm_start_first": "--warm-start-first", "task_name": "--task-name",
 }
 
 
@@ -236,7 +237,8 @@ def _search_config(req: SearchRequest, space, **given):
         max_failures=req.max_failures, address=req.address, dashboard=req.dashboard,
         prepare_timeout_s=req.prepare_timeout_s, dashboard_port=req.dashboard_port,
         register_model=req.register_model, verbose=0 if req.quiet else 1,
-        warm_start=req.warm_start, warm_start_first=req.warm_start_first)
+        warm_start=req.warm_start, warm_start_first=req.warm_start_first,
+        task_name=req.task_name)
     try:
         scfg = SearchConfig.model_validate(values)
     except ValidationError as err:

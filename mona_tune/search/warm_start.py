@@ -171,6 +171,6 @@ def learn_from_store(scfg: SearchConfig, space: SearchSpace, fixed: dict, *, met
     named search the store does not hold is a :class:`MonaError` (one line)."""
     source = scfg.warm_start or "auto"
     named = None if source == "auto" else source
-    trials = past_trials(scfg.tracking_uri, scfg.task, metric, search=named)
+    trials = past_trials(scfg.tracking_uri, scfg.tracking_task, metric, search=named)
     return select(trials, space, settings_of(fixed, space.searched), mode=mode,
                   first=scfg.warm_start_first, source=source)

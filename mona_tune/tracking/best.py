@@ -113,10 +113,10 @@ def rank_trials(tracking_uri: str, *, name: str | None = None,
 def _task_metric(client, task: str, experiment_id: str) -> tuple[str, str]:
     """The ranking metric of a task's trials: the task's own, or, for a task configured by its
     data (``arrays``), the one its newest search ranked by."""
-    from mona_tune.tasks import get_task
+    from mona_tune.tasks import TASKS
 
-    t = get_task(task)
-    if t.configure is None:
+    t = TASKS.get(task)  # None: a name given with --task-name
+    if t is not None and t.configure is None:
         return f"val_{t.metric}", t.direction
     newest = mr.retrying(client.search_runs, [experiment_id],
                          filter_string=f"tags.`{mr.TAG_ROLE}` = 'search'",

@@ -270,18 +270,21 @@ def test_search_your_own_arrays(kind, ray_address, faults_file, tmp_path, capsys
                 f.create_dataset(f"{split}/y", data=y[part])
         extra, metric, mode = ["--set", "metric=accuracy"], "val_accuracy", "max"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name = f"my-{kind}"  # tracked under the user's own task name
     code = main(["search", "--task", "arrays", "--data-dir", str(data), "--name", "own",
-                 "--storage", str(tmp_path / "runs"), "--tracking-uri", uri,
+                 "--task-name", name, "--storage", str(tmp_path / "runs"), "--tracking-uri", uri,
                  "--num-samples", "2", "--max-t", "1", "--set", "epochs=1",
                  "--set", "device=cpu", "--sampler", "random", "--quiet", *extra])
     out, err = capsys.readouterr()
     assert code == 0, (out + err)[-3000:]
     client = mr.get_client(uri)
-    exp = client.get_experiment_by_name("mona-tune-arrays")
+    assert client.get_experiment_by_name("mona-tune-arrays") is None
+    exp = client.get_experiment_by_name(f"mona-tune-{name}")
     parent = client.search_runs([exp.experiment_id], filter_string="tags.`mona.role` = 'search'")
     assert parent[0].data.params["metric"] == metric and parent[0].data.params["mode"] == mode
     children = client.search_runs([exp.experiment_id],
                                   filter_string="tags.`mona.role` = 'trial'")
     assert len(children) == 2 and all(metric in r.data.metrics for r in children)
-    assert main(["best", "--task", "arrays", "--tracking-uri", uri]) == 0
+    assert client.get_registered_model(f"mona-{name}-embedder") is not None
+    assert main(["best", "--task", name, "--tracking-uri", uri]) == 0
     assert metric in capsys.readouterr().out

@@ -37,6 +37,14 @@ def test_the_space_file_fills_what_the_request_leaves_open(req, tmp_path):
     assert not (tmp_path / "runs").exists()  # planning writes nothing
 
 
+def test_a_task_name_is_what_the_search_is_tracked_under(req):
+    assert plan_search(req).scfg.tracking_task == "darcy"
+    req.task_name = "heat-1d.v2"
+    scfg = plan_search(req).scfg
+    assert (scfg.task, scfg.task_name, scfg.tracking_task) == ("darcy", "heat-1d.v2",
+                                                               "heat-1d.v2")
+
+
 def test_the_request_beats_the_space_file(req):
     req.num_samples, req.max_concurrent, req.scheduler, req.checkpoint_keep = 2, 1, "fifo", 1
     req.sampler, req.fixed = "random", {"epochs": 5}
@@ -54,6 +62,7 @@ def test_the_request_beats_the_space_file(req):
     ("dashboard_port", 0, "--dashboard-port 0: input should be greater than or equal to 1"),
     ("max_t", 1, "--grace-period 2: above max_t 1"),
     ("name", "a b", "--name 'a b': use letters, digits"),
+    ("task_name", "my task", "--task-name my task: value error, use letters, digits"),
 ])
 def test_a_bad_value_is_one_line_naming_its_flag(req, field, value, line):
     setattr(req, field, value)
