@@ -34,6 +34,8 @@ def load_plugins() -> list[str]:
                 obj = obj()
             if isinstance(obj, Task) and obj.name not in TASKS:
                 register(obj)
+            if ep.name not in TASKS:
+                raise LookupError(f"it registered no task named {ep.name!r}")
         except Exception as e:  # noqa: BLE001 - a broken plugin must not break the others
             PLUGIN_ERRORS[ep.name] = f"{ep.value} ({type(e).__name__}: {e})"
             continue

@@ -33,6 +33,7 @@ def plugin_cluster(tmp_path_factory):
             yield address
     finally:
         sys.path.remove(str(site))
+        sys.modules.pop("ramp_task", None)
         TASKS.pop("ramp", None)
         if before is None:
             os.environ.pop("PYTHONPATH", None)
