@@ -29,6 +29,8 @@ def test_the_node_that_prepares_and_its_task():
     assert (first, cpus, gpus, values) == (big, 8.0, 0.0, {"num_threads": 3})  # no GPU there
     assert node_cache.fill_plan({}, [gpu], "x", 0.0)[2] == 0.0  # trials without a GPU
     assert node_cache.fill_plan({}, [gpu], "x", 0.25)[2] == 1.0
+    one = Node("o" * 56, "10.0.0.8", 4.0, 1.0)
+    assert node_cache.fill_plan({}, [one], "x", 0.25)[2] == 1.0  # its one GPU
     half = Node("h" * 56, "10.0.0.4", 0.5, 0.5)
     assert node_cache.fill_plan({"num_threads": None}, [half], "x", 0.5) == \
         (half, 0.5, 0.0, {"num_threads": 1})  # under one GPU: none; under one CPU: one thread
