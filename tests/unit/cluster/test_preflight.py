@@ -73,6 +73,34 @@ def test_the_driver_cannot_create_its_storage_is_its_own_fault(tmp_path):
     with pytest.raises(MonaError, match=r"^--storage .*/file/runs: cannot create it"):
         preflight._driver_writes(spec, [], [])
 
+def test_the_driver_makes_missing_folders_and_names_what_it_cannot_write(tmp_path):
+    """Nested folders made (recorded deepest first, for the clean-up); a storage path ending in
+    any character keeps it in the marker's path; a marker that cannot be written (a folder
+    stands in its place) is one line naming the storage or the shared folder."""
+    storage_dir = tmp_path / "a" / "b" / "runsX"
+    shared = tmp_path / "shared"
+    spec = preflight.PreflightSpec(storage=str(storage_dir) + "/", tracking_uri="sqlite:///m.db",
+                                   marker="mona-preflight-0123",
+                                   shared_dirs=[("the store", str(shared))])
+    written, created = [], []
+    preflight._driver_writes(spec, written, created)
+    assert created == [storage_dir, tmp_path / "a" / "b", tmp_path / "a", shared]
+    assert written == [f"{storage_dir}/mona-preflight-0123", f"{shared}/mona-preflight-0123"]
+    assert (storage_dir / "mona-preflight-0123").read_text() == "mona-preflight-0123"
+    preflight._clean(written, created)
+    assert not (tmp_path / "a").exists() and not shared.exists()
+
+    (storage_dir / "mona-preflight-0123").mkdir(parents=True)
+    with pytest.raises(MonaError, match=rf"^--storage {storage_dir}/: cannot write there "
+                                        r"\(\[Errno 21\] .*Is a directory\)$"):
+        preflight._driver_writes(spec, [], [])
+    (storage_dir / "mona-preflight-0123").rmdir()
+    (shared / "mona-preflight-0123").mkdir(parents=True)
+    with pytest.raises(MonaError, match=rf"^the store {shared}: cannot write there "
+                                        r"\(Is a directory\)$"):
+        preflight._driver_writes(spec, [], [])
+
+
 def test_preflight_names_the_node_at_fault_and_leaves_nothing(tmp_path, monkeypatch):
     """preflight() with each node's check run here (the real Ray tasks: tests/system/test_two_nodes.py):
     the first fault is one line naming its node; the markers and folders made are removed."""
