@@ -49,11 +49,16 @@ def test_host_port(address, default, expected):
 def test_host_port_rejects_a_bad_port():
     with pytest.raises(MonaError, match="not a number"):
         join.host_port("head:port", 6379)
+    with pytest.raises(MonaError, match=r"^:6379: not HOST:PORT$"):
+        join.host_port(":6379", 1)
 
 def test_no_ray_at_an_address_is_one_line_within_seconds():
     t0 = time.time()
-    with pytest.raises(MonaError, match="no Ray cluster answers there"):
-        join.check_address(f"127.0.0.1:{_closed_port()}")
+    port = _closed_port()
+    with pytest.raises(MonaError, match=rf"^--address 127.0.0.1:{port}: no Ray cluster answers "
+                                        r"there \(.*\); start one with `ray start --head` or "
+                                        r"check the address$"):
+        join.check_address(f"127.0.0.1:{port}")
     assert time.time() - t0 < 10
 
 def test_where_a_ray_token_is_looked_for(tmp_path, monkeypatch):

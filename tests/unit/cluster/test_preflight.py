@@ -57,6 +57,15 @@ def test_a_node_without_the_drivers_files_names_each_fault(tmp_path, on_node):
         "driver wrote there is missing on this node)",
         f"--weights {tmp_path / 'no.pt'} does not exist on this node"]
 
+def test_a_node_that_cannot_write_its_marker_names_the_storage(tmp_path, on_node):
+    spec = _spec(tmp_path)
+    preflight._driver_writes(spec, [], [])
+    (tmp_path / "runs" / f"{spec.marker}.n2").mkdir()  # a folder where its marker would go
+    (fault,) = on_node(spec, "n2")
+    assert fault.startswith(f"--storage {tmp_path / 'runs'} is not writable here (")
+    assert fault.endswith("Is a directory)")
+
+
 def test_a_node_that_cannot_reach_the_tracking_server_says_so(tmp_path, on_node):
     from proc_net import free_port
 

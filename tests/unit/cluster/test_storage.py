@@ -16,6 +16,7 @@ def test_storage_paths(tmp_path, monkeypatch):
     assert storage.storage_path("s3://bucket/p") == "s3://bucket/p"
     assert storage.join("s3://b/x/", "y", "z.json") == "s3://b/x/y/z.json"
     assert storage.join("/a", "b") == "/a/b"
+    assert storage.join("/runsX//", "y") == "/runsX/y"  # only slashes come off the end
 
 def test_storage_read_write_exists_delete(tmp_path):
     path = str(tmp_path / "deep" / "f.txt")
@@ -27,6 +28,9 @@ def test_storage_read_write_exists_delete(tmp_path):
     storage.delete(path)
     assert not Path(path).exists()
     storage.delete(path)  # gone already: fine
+    nested = tmp_path / "one" / "two" / "three" / "g.txt"  # several folders missing
+    storage.write_bytes(str(nested), b"x", make_parent=True)
+    assert nested.read_bytes() == b"x"
     uri = f"file://{tmp_path}/u.txt"
     storage.write_bytes(uri, b"via uri")
     assert storage.read_text(uri) == "via uri" and (tmp_path / "u.txt").read_text() == "via uri"
