@@ -3,6 +3,7 @@ it ships, how another node writes them, and the whole step on a real one-node Ra
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -127,8 +128,11 @@ def test_prepare_nodes_on_a_real_ray(local_ray, fast_source, mona_cache):
     which finds the cache complete (one disk)."""
     node = Node(local_ray.node_id, local_ray.ip, 2.0, 1.0)
     twin = Node(local_ray.node_id, "10.0.0.9", 2.0, 0.0)
+    t0 = time.time()
     timings = node_cache.prepare_nodes(FIXED, [twin, node], 1, 0)
+    elapsed = time.time() - t0
     assert timings["prepared_on"] == node.label
+    assert 0 <= timings["copy_s"] <= elapsed  # the copy's own seconds
     assert timings["nodes"] == 2 and timings["nodes_filled"] == 0
     assert timings["cache_bytes"] == sum(p.stat().st_size for p in _entry_files(mona_cache))
     assert set(timings) == {"data_s", "source_model_s", "cache_bytes", "copy_s", "nodes",
