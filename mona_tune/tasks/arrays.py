@@ -67,10 +67,15 @@ class ArraySplit:
     """Where one split's ``x`` and ``y`` are, their shapes and dtypes (nothing read yet)."""
 
     split: str
-    where: str  # the file, and the group for HDF5: named in every message
+    file: Path  # the .npz of the split, or the HDF5 file holding its group
     x_shape: tuple[int, ...]
     y_shape: tuple[int, ...]
     y_dtype: np.dtype
+
+    @property
+    def where(self) -> str:
+        """The file, and the group for HDF5: named in every message."""
+        return str(self.file) if self.file.suffix == ".npz" else f"{self.file} group {self.split}"
 
 
 def find_layout(data_dir: str) -> tuple[str, Path]:
@@ -131,13 +136,13 @@ def read_splits(data_dir: str) -> dict[str, ArraySplit]:
             if not file.is_file():
                 continue
             (xs, _), (ys, ydt) = _npz_header(file, "x"), _npz_header(file, "y")
-            out[split] = ArraySplit(split, str(file), xs, ys, ydt)
+            out[split] = ArraySplit(split, file, xs, ys, ydt)
         else:
             try:
                 xs, ys, ydt = _h5_header(where, split)
             except KeyError:
                 continue
-            out[split] = ArraySplit(split, f"{where} group {split}", xs, ys, ydt)
+            out[split] = ArraySplit(split, where, xs, ys, ydt)
     for needed in ("train", "test"):
         if needed not in out:
             raise MonaError(f"--data-dir {where}: no {needed} split (task arrays needs train "
@@ -192,13 +197,12 @@ def pick_metric(kind: str, metric: str | None) -> str:
 
 def _read(split: ArraySplit, name: str, n: int | None) -> np.ndarray:
     """The first ``n`` samples of array ``name`` of a split."""
-    file = Path(split.where.split(" group ")[0])
-    if file.suffix == ".npz":
-        with np.load(file, allow_pickle=False) as z:
+    if split.file.suffix == ".npz":
+        with np.load(split.file, allow_pickle=False) as z:
             return np.asarray(z[name][:n])
     import h5py
 
-    with h5py.File(file, "r") as f:
+    with h5py.File(split.file, "r") as f:
         return np.asarray(f[split.split][name][:n])
 
 

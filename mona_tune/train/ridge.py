@@ -58,7 +58,7 @@ def _fit(task: Task, alpha: float, x: np.ndarray, y: torch.Tensor):
     k = int(y.max()) + 1
 
     def scores(z, like):  # class probabilities, a column per class (absent ones never chosen)
-        out = torch.zeros(len(z), max(k, int(model.classes_.max()) + 1), dtype=torch.float64)
+        out = torch.zeros(len(z), k, dtype=torch.float64)
         out[:, torch.from_numpy(model.classes_)] = torch.from_numpy(model.predict_proba(z))
         return out
     return scores
