@@ -112,13 +112,31 @@ class TrainConfig(BaseModel):
                                "(half fit, half scored; capped by what the source data holds)")
     seed: int = Field(0, description="seed of the data order, the initialisation and the split")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
-    bf16: bool = Field(False, description="bfloat16 autocast")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, bf16 autocast, or fp16 autocast with a gradient scaler "
+        "(GPUs without bfloat16)")
+    bf16: bool = Field(False, description="the same as precision bf16 (files written before "
+                       "precision existed)")
+    grad_checkpointing: bool = Field(False, description="recompute each encoder block's "
+                                     "activations in the backward pass instead of keeping "
+                                     "them (both stages): less memory, about one more forward")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = half the "
                                     "cores (at least 1), so that two runs on one machine do not "
                                     "oversubscribe it (OpenMP slows down badly then)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bf16_is_a_precision(cls, data):
+        """``bf16: true`` (older files) means ``precision: bf16``."""
+        if isinstance(data, dict) and data.get("bf16") and "precision" not in data:
+            data = {**data, "precision": "bf16"}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        if self.bf16 and self.precision != "bf16":
+            raise ValueError(f"bf16 true contradicts precision {self.precision}; "
+                             "set precision alone")
         if self.weights and not self.source_model:
             raise ValueError("weights needs source_model (the architecture the weights belong to)")
         if self.first_order and self.method != "mona":

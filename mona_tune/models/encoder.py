@@ -22,20 +22,52 @@ DROP_PATH_RATE = 0.0
 _NON_PERSISTENT = ("relative_position_index", "attn_mask")  # buffers timm rebuilds, never loads
 
 
+def checkpointed(module: nn.Module, *inputs: Tensor) -> Tensor:
+    """``module(*inputs)`` without keeping its activations: they are recomputed in the backward
+    pass (activation checkpointing, non-reentrant, so ``torch.autograd.grad`` and the double
+    backward of MoNA's second-order step work through it).
+
+    The module's parameters enter as explicit inputs of the recomputed function. Inside
+    ``torch.func.functional_call`` (stage 1 evaluates the encoder at θ'f = θf − α∇L) the module
+    holds the substituted tensors only while the forward pass runs; a recomputation that read the
+    module's attributes in the backward pass would use θf instead.
+    """
+    from torch.func import functional_call
+    from torch.utils.checkpoint import checkpoint
+
+    named = list(module.named_parameters())
+    names, tensors = [n for n, _ in named], [t for _, t in named]
+
+    def run(*args: Tensor) -> Tensor:
+        params = dict(zip(names, args[len(inputs):]))
+        return functional_call(module, params, args[:len(inputs)])
+
+    return checkpoint(run, *inputs, *tensors, use_reentrant=False)
+
+
 class SwinBody(nn.Module):
     """The encoder f: a Swin's stages and final norm, on channels-last patch tokens.
 
     ``(N, H', W', D) -> (N, h, w, D_out)``, exactly ``SwinTransformer.forward_features`` without
-    the patch embedding.
+    the patch embedding. With ``grad_checkpointing`` each transformer block's activations are
+    recomputed in the backward pass (:func:`checkpointed`), in both stages.
     """
 
     def __init__(self, layers: nn.Module, norm: nn.Module):
         super().__init__()
         self.layers = layers
         self.norm = norm
+        self.grad_checkpointing = False
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return self.norm(self.layers(tokens))
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return self.norm(self.layers(tokens))
+        x = tokens
+        for stage in self.layers:  # timm's SwinTransformerStage.forward, block by block
+            x = stage.downsample(x)
+            for block in stage.blocks:
+                x = checkpointed(block, x)
+        return self.norm(x)
 
 
 def is_swin(net: nn.Module) -> bool:

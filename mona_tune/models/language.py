@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mona_tune.errors import MonaError
+from mona_tune.models.encoder import checkpointed
 from mona_tune.models.source import SourceModel, decode_texts
 
 # ORCA's target sequence length for 1D tasks (``target_seq_len``; RoBERTa-base's 514 positions
@@ -54,11 +55,29 @@ class LanguageBody(nn.Module):
     def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = encoder
+        self.grad_checkpointing = False  # each layer recomputed in the backward pass
 
     def forward(self, tokens: Tensor) -> Tensor:
         n, h, w, d = tokens.shape
-        out = self.encoder(tokens.reshape(n, h * w, d))[0]
-        return out.reshape(n, h, w, out.shape[-1])
+        x = tokens.reshape(n, h * w, d)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for layer in self.encoder.layer:
+                x = checkpointed(_FirstOutput(layer), x)
+        else:
+            x = self.encoder(x)[0]
+        return x.reshape(n, h, w, x.shape[-1])
+
+
+class _FirstOutput(nn.Module):
+    """A transformer layer that returns its hidden states alone (layers return tuples)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.layer(x)
+        return out[0] if isinstance(out, tuple) else out
 
 
 def sequence_tokens(length: int, max_tokens: int) -> int:

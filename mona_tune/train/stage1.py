@@ -45,7 +45,8 @@ def outer_loss(model: TargetModel, theta: dict[str, Tensor], source_tokens: Tens
 
 def mona_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn,
                   source_tokens: Tensor, source_labels: Tensor, *, inner_lr: float, lam: float,
-                  t: float = 2.0, first_order: bool = False) -> tuple[list[Tensor], dict]:
+                  t: float = 2.0, first_order: bool = False,
+                  loss_scale: float = 1.0) -> tuple[list[Tensor], dict]:
     """∇φe [L_inner(φe, θ) + λ · L_outer(θ'f)], with θ'f = θf − α ∇θf L_inner(φe, θ).
 
     Second order (default): the inner step is kept in the autograd graph (``create_graph=True``)
@@ -67,26 +68,32 @@ def mona_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn,
     In both forms the outer term is proportional to α (φe reaches L_outer only through the inner
     step): with α much smaller than 1 it is a small fraction of ∇φe L_inner, and ``mona``
     approaches ``emb``.
+
+    ``loss_scale`` S (fp16's gradient scaler): every backward pass differentiates S times its
+    loss, so that small float16 gradients do not underflow; the inner step uses α / S on the scaled
+    gradient (θ'f is unchanged) and the returned gradient is S times the gradient above, for the
+    scaler to unscale and check. The logged losses are unscaled.
     """
     phi = list(model.embedder.parameters())
     theta = _encoder_params(model)
     names = list(theta)
     if not first_order:
         inner = loss_fn(model(x), y)
-        g_theta = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
-        theta_prime = {n: theta[n] - inner_lr * g for n, g in zip(names, g_theta)}
+        g_theta = torch.autograd.grad(inner * loss_scale, list(theta.values()), create_graph=True)
+        theta_prime = {n: theta[n] - (inner_lr / loss_scale) * g for n, g in zip(names, g_theta)}
         outer, align, uniform = outer_loss(model, theta_prime, source_tokens, source_labels, t)
-        grads = torch.autograd.grad(inner + lam * outer, phi)
+        grads = torch.autograd.grad(loss_scale * (inner + lam * outer), phi)
     else:
         z = model.embedder(x)
         zd = z.detach().requires_grad_(True)  # tokens as a leaf: one embedder backward at the end
         inner = loss_fn(model.predictor(model.encoder(zd)), y)
-        g = torch.autograd.grad(inner, [zd, *theta.values()])
-        g_z, g_theta = g[0], g[1:]
-        theta_prime = {n: (theta[n] - inner_lr * gt).detach().requires_grad_(True)
+        g = torch.autograd.grad(inner * loss_scale, [zd, *theta.values()])
+        g_z, g_theta = g[0], g[1:]  # both S times the gradient
+        theta_prime = {n: (theta[n] - (inner_lr / loss_scale) * gt).detach().requires_grad_(True)
                        for n, gt in zip(names, g_theta)}
         outer, align, uniform = outer_loss(model, theta_prime, source_tokens, source_labels, t)
-        v = torch.autograd.grad(outer, list(theta_prime.values()))
+        v = [vi / loss_scale for vi in
+             torch.autograd.grad(outer * loss_scale, list(theta_prime.values()))]
         v_norm = torch.sqrt(sum((vi.float() ** 2).sum() for vi in v))
         if lam != 0 and v_norm > 0:
             eps = 0.01 / v_norm
@@ -94,7 +101,7 @@ def mona_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn,
             for sign in (1.0, -1.0):
                 shifted = {n: (theta[n] + sign * eps * vi).detach() for n, vi in zip(names, v)}
                 loss = loss_fn(model.predictor(functional_call(model.encoder, shifted, (zd,))), y)
-                g_pm.append(torch.autograd.grad(loss, zd)[0])
+                g_pm.append(torch.autograd.grad(loss * loss_scale, zd)[0])
             g_z = g_z + lam * (-inner_lr) * (g_pm[0] - g_pm[1]) / (2 * eps)
         grads = torch.autograd.grad(z, phi, grad_outputs=g_z)
     logs = {"loss": (inner + lam * outer).detach(), "inner_loss": inner.detach(),
@@ -103,16 +110,18 @@ def mona_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn,
     return list(grads), logs
 
 
-def emb_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[list, dict]:
-    """Embedder warm-up: ∇φe L_inner, the rest of the model frozen."""
+def emb_gradient(model: TargetModel, x: Tensor, y: Tensor, loss_fn: LossFn,
+                 loss_scale: float = 1.0) -> tuple[list, dict]:
+    """Embedder warm-up: ∇φe L_inner (times ``loss_scale``), the rest of the model frozen."""
     loss = loss_fn(model(x), y)
-    grads = torch.autograd.grad(loss, list(model.embedder.parameters()))
+    grads = torch.autograd.grad(loss * loss_scale, list(model.embedder.parameters()))
     return list(grads), {"loss": loss.detach()}
 
 
 def orca_gradient(model: TargetModel, x: Tensor, source_tokens: Tensor, *,
                   distance: str = "otdd", target_labels: Tensor | None = None,
-                  source_labels: Tensor | None = None) -> tuple[list, dict]:
+                  source_labels: Tensor | None = None,
+                  loss_scale: float = 1.0) -> tuple[list, dict]:
     """ORCA's stage 1: ∇φe of a distance between embedded target and embedded source data.
 
     The mean-pooled token of each embedded sample is its point in the shared input space.
@@ -130,7 +139,7 @@ def orca_gradient(model: TargetModel, x: Tensor, source_tokens: Tensor, *,
         value = gaussian_mmd(target, source)
     else:
         raise ValueError(f"unknown orca distance {distance!r} (otdd, mmd)")
-    grads = torch.autograd.grad(value, list(model.embedder.parameters()))
+    grads = torch.autograd.grad(value * loss_scale, list(model.embedder.parameters()))
     return list(grads), {"loss": value.detach(), distance: value.detach()}
 
 
@@ -138,7 +147,8 @@ def orca_gradient(model: TargetModel, x: Tensor, source_tokens: Tensor, *,
 @dataclass(frozen=True)
 class Stage1Batch:
     """What one stage-1 step sees: the model, a target batch, the task loss, a labelled source
-    batch (for methods that use one), the run's config and orca's pseudo-label centres."""
+    batch (for methods that use one), the run's config, orca's pseudo-label centres and the
+    factor the gradient is scaled by (fp16's gradient scaler; 1 otherwise)."""
 
     model: TargetModel
     x: Tensor
@@ -148,6 +158,7 @@ class Stage1Batch:
     ys: Tensor | None
     cfg: Any  # TrainConfig
     orca_centres: Tensor | None = None
+    loss_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -174,16 +185,17 @@ def register_stage1(name: str, *, uses_source: bool):
 def _mona(b: Stage1Batch) -> tuple[list, dict]:
     c = b.cfg
     return mona_gradient(b.model, b.x, b.y, b.loss_fn, b.xs, b.ys, inner_lr=c.inner_lr,
-                         lam=c.lam, t=c.uniformity_t, first_order=c.first_order)
+                         lam=c.lam, t=c.uniformity_t, first_order=c.first_order,
+                         loss_scale=b.loss_scale)
 
 
 @register_stage1("emb", uses_source=False)
 def _emb(b: Stage1Batch) -> tuple[list, dict]:
-    return emb_gradient(b.model, b.x, b.y, b.loss_fn)
+    return emb_gradient(b.model, b.x, b.y, b.loss_fn, b.loss_scale)
 
 
 @register_stage1("orca", uses_source=True)
 def _orca(b: Stage1Batch) -> tuple[list, dict]:
     labels = b.y if b.orca_centres is None else pseudo_labels(b.y, b.orca_centres)
     return orca_gradient(b.model, b.x, b.xs, distance=b.cfg.orca_distance,
-                         target_labels=labels, source_labels=b.ys)
+                         target_labels=labels, source_labels=b.ys, loss_scale=b.loss_scale)

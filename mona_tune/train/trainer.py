@@ -96,7 +96,11 @@ class Trainer:
             output=self.task.output, out_channels=self.task.out_channels, out_shape=d.out_shape,
             random_encoder=cfg.method == "scratch",
         ).to(self.device)
+        self.model.encoder.grad_checkpointing = cfg.grad_checkpointing
         self.source_embedder = copy.deepcopy(self.source.embedder).to(self.device)
+        # fp16 scales every loss before its backward pass and unscales the gradients (skipping
+        # a step whose gradients overflowed); disabled, it passes everything through unchanged
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         # orca's OTDD labels a dense target by k-means on its training outputs (ORCA's
         # pseudo-labels); a classification target has its own labels
         self.orca_centres = None
@@ -156,9 +160,32 @@ class Trainer:
         return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
     def _autocast(self):
-        if not self.cfg.bf16:
+        if self.cfg.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _loss_scale(self) -> float:
+        """S of fp16's scaler for stage 1, whose gradients come from ``torch.autograd.grad``
+        (scaling a unit tensor is the scaler's public way to start and read its scale); 1 when
+        the scaler is off."""
+        if not self.scaler.is_enabled():
+            return 1.0
+        return float(self.scaler.scale(torch.ones((), device=self.device)))
+
+    def _step(self, opt: torch.optim.Optimizer, params: list, what: str, step: int) -> float:
+        """Unscale (fp16), clip and apply the gradients in ``params``' ``.grad``; the learning
+        rate used. An overflow under fp16 skips the step (the scaler lowers its scale); in
+        fp32 and bf16 a non-finite gradient norm stops the run."""
+        self.scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or math.inf)
+        if not self.scaler.is_enabled():
+            self._check(norm, what, step)
+        lr = opt.param_groups[0]["lr"]
+        self.scaler.step(opt)
+        self.scaler.update()
+        opt.zero_grad(set_to_none=True)
+        return lr
 
     def _loss(self, pred: Tensor, y: Tensor) -> Tensor:
         return self.task.loss(self.data.decode(pred.float()), y)
@@ -232,15 +259,12 @@ class Trainer:
         for step, (x, y) in enumerate(self._batches()):
             with self._autocast():
                 xs, ys = self._source_batch() if method.uses_source else (None, None)
-                grads, logs = method.gradient(Stage1Batch(model, x, y, self._loss, xs, ys, cfg,
-                                                          self.orca_centres))
+                grads, logs = method.gradient(Stage1Batch(
+                    model, x, y, self._loss, xs, ys, cfg, self.orca_centres, self._loss_scale()))
             self._check(logs["loss"], "the stage-1 loss", step)
             for p, g in zip(params, grads):
                 p.grad = g.to(p.dtype)
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
-            self._check(norm, "the embedder gradient norm", step)
-            self.opt1.step()
-            self.opt1.zero_grad(set_to_none=True)
+            self._step(self.opt1, params, "the embedder gradient norm", step)
             n = len(x)
             seen += n
             for k, v in logs.items():
@@ -258,11 +282,8 @@ class Trainer:
                 loss = self._loss(model(x), y)
             self._check(loss, "the training loss", step)
             self.opt2.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
-            self._check(norm, "the gradient norm", step)
-            lr = self.opt2.param_groups[0]["lr"]
-            self.opt2.step()
+            self.scaler.scale(loss).backward()
+            lr = self._step(self.opt2, params, "the gradient norm", step)
             self.sched.step()
             total += float(loss.detach()) * len(x)
             seen += len(x)
@@ -354,7 +375,7 @@ class Trainer:
             "encoder": self.model.encoder.state_dict(),
             "predictor": self.model.predictor.state_dict(),
             "opt1": self.opt1.state_dict(), "opt2": self.opt2.state_dict(),
-            "sched": self.sched.state_dict(), "rng": rng,
+            "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
         }
 
     def save_checkpoint(self, directory: Path) -> None:
@@ -392,6 +413,8 @@ class Trainer:
         self.opt1.load_state_dict(state["opt1"])
         self.opt2.load_state_dict(state["opt2"])
         self.sched.load_state_dict(state["sched"])
+        if state.get("scaler"):  # fp16 runs; absent from checkpoints written before it existed
+            self.scaler.load_state_dict(state["scaler"])
         self.stage, self.epoch = int(state["stage"]), int(state["epoch"])
         self.history = list(state["history"])
         self.seconds = float(state["seconds"])

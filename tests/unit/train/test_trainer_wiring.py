@@ -307,7 +307,8 @@ def test_stage1_options_reach_the_gradient(monkeypatch):
     monkeypatch.setattr(stage1, "mona_gradient", recorded)
     cfg = tiny(method="mona", first_order=True, uniformity_t=3.0, lam=0.25, inner_lr=0.5)
     Trainer(cfg, callback=stop_after(1)).fit()
-    assert calls == [{"inner_lr": 0.5, "lam": 0.25, "t": 3.0, "first_order": True}]
+    assert calls == [{"inner_lr": 0.5, "lam": 0.25, "t": 3.0, "first_order": True,
+                      "loss_scale": 1.0}]
 
 
 def test_divergence_names_where_it_happened(monkeypatch):
