@@ -1,7 +1,7 @@
 """Command line: argument parsing and error reporting only; the work lives in the modules.
 
 One module per command group (``data``, ``train``, ``compare``, ``search`` with ``best``,
-``tracking`` with ``ui`` and ``tracking-server``), each a thin adapter from flags to library calls.
+``tracking`` with ``ui`` and ``tracking-server``, ``plan``), each a thin adapter from flags to library calls.
 
 Every error a user can cause arrives here as :class:`MonaError` (or a pydantic validation error of a
 config) and leaves as one line on stderr with exit status 2.
@@ -50,6 +50,14 @@ def _add_compare(sub) -> None:
     add_compare_arguments(compare)
 
 
+def _add_plan(sub) -> None:
+    from mona_tune.cli.plan import add_plan_arguments
+
+    plan = sub.add_parser("plan", help="one trial of a space measured: memory, step times, "
+                          "trials per device, device-hours")
+    add_plan_arguments(plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mona-tune", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mona-tune {__version__}")
@@ -58,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_search(sub)
     _add_compare(sub)
+    _add_plan(sub)
     return parser
 
 

@@ -88,19 +88,25 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dashboard", action="store_true",
                    help="start the Ray dashboard on 127.0.0.1 and print how to open it")
     g.add_argument("--dashboard-port", type=int, default=8265)
-    g = p.add_argument_group("fixed training fields (override the space file)")
+    add_fixed_field_arguments(p)
+    p.add_argument("--no-register", action="store_true",
+                   help="do not register the best embedder in the MLflow model registry")
+    p.add_argument("--quiet", action="store_true", help="no live trial table")
+    p.set_defaults(func=run_search_command)
+
+
+def add_fixed_field_arguments(p: argparse.ArgumentParser) -> None:
+    """``--source-model``, ``--data-dir``, ... and ``--set KEY=VALUE``: TrainConfig fields fixed
+    over the space file's (:func:`extra_fixed` reads them)."""
     from mona_tune.config import TrainConfig
 
+    g = p.add_argument_group("fixed training fields (override the space file)")
     for fld in _FIELD_FLAGS:
         g.add_argument("--" + fld.replace("_", "-"), dest=f"fix_{fld}", default=None,
                        help=TrainConfig.model_fields[fld].description,
                        metavar=fld.split("_")[-1].upper())
     g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="fix any TrainConfig field, e.g. --set epochs=10 (repeatable; YAML values)")
-    p.add_argument("--no-register", action="store_true",
-                   help="do not register the best embedder in the MLflow model registry")
-    p.add_argument("--quiet", action="store_true", help="no live trial table")
-    p.set_defaults(func=run_search_command)
 
 
 def add_best_arguments(p: argparse.ArgumentParser) -> None:
@@ -141,7 +147,7 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
-def _extra_fixed(args) -> dict:
+def extra_fixed(args) -> dict:
     fixed = _parse_sets(args.sets)
     for fld in _FIELD_FLAGS:
         v = getattr(args, f"fix_{fld}", None)
@@ -154,7 +160,7 @@ def search_request(args) -> SearchRequest:
     """The flags of ``mona-tune search`` as a :class:`SearchRequest` (same names)."""
     return SearchRequest(
         task=args.task, space=args.space, name=args.name, storage=args.storage,
-        resume=args.resume, tracking_uri=args.tracking_uri, fixed=_extra_fixed(args),
+        resume=args.resume, tracking_uri=args.tracking_uri, fixed=extra_fixed(args),
         sampler=args.sampler, seed=args.seed, num_samples=args.num_samples,
         max_concurrent=args.max_concurrent, time_budget_s=args.time_budget_s,
         scheduler=args.scheduler, grace_period=args.grace_period,

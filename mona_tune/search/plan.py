@@ -172,21 +172,32 @@ def _resumed_search(req: SearchRequest, storage: str):
     return scfg, space, param_space, meta["space_yaml"], True
 
 
-def _new_search(req: SearchRequest, storage: str):
-    from mona_tune.cluster import storage as storage_io
-    from mona_tune.search.space import dump_space, load_space, resolve_space_path, to_param_space
+def space_with_fixed(task_name: str, space_name: str | None, extra: dict):
+    """``(task, space_path, space, fixed)``: the task, its space file read and checked, and
+    the fixed TrainConfig fields of its trials (the space's, the task's and ``extra`` from
+    flags over them), validated. Shared by ``search`` and ``plan``."""
+    from mona_tune.search.space import load_space, resolve_space_path, to_param_space
     from mona_tune.tasks import get_task
     from mona_tune.tasks.registry import check_fields
 
-    task = get_task(req.task)  # unknown task -> MonaError
-    space_path = resolve_space_path(req.space, task.name)
+    task = get_task(task_name)  # unknown task -> MonaError
+    space_path = resolve_space_path(space_name, task.name)
     space = load_space(space_path, task.name)
-    extra = dict(req.fixed)
     param_space = to_param_space(space, task.name, extra)
     fixed = {k: v for k, v in param_space.items() if k not in space.searched}
     _validate_fixed(fixed, "fixed fields (space file + flags)")
     check_fields(task, {*space.searched, *space.fixed, *extra},
                  f"--task {task.name} with space {space_path.name} and flags")
+    return task, space_path, space, fixed
+
+
+def _new_search(req: SearchRequest, storage: str):
+    from mona_tune.cluster import storage as storage_io
+    from mona_tune.search.space import dump_space, to_param_space
+
+    extra = dict(req.fixed)
+    task, space_path, space, fixed = space_with_fixed(req.task, req.space, extra)
+    param_space = to_param_space(space, task.name, extra)
     if task.configure:  # a user's arrays: every check on the data made before Ray starts
         from mona_tune.config import TrainConfig
 

@@ -249,22 +249,40 @@ class Trainer:
         with self._autocast():
             return source_probe(self.model.encoder, self._embed_source, sd.x_probe, sd.y_probe)
 
-    # ------------------------------------------------------------------ epochs
-    def _stage1_epoch(self) -> dict:
+    # ------------------------------------------------------------------ steps and epochs
+    def stage1_step(self, x: Tensor, y: Tensor, step: int = 0) -> dict:
+        """One stage-1 update of the embedder on the target batch ``(x, y)`` (and a source batch
+        where the method uses one); the step's logs. ``step`` only names it in errors."""
         cfg, model = self.cfg, self.model
         method = STAGE1_METHODS[cfg.method]  # stage1_epochs is 0 for ft and scratch
         params = list(model.embedder.parameters())
+        with self._autocast():
+            xs, ys = self._source_batch() if method.uses_source else (None, None)
+            grads, logs = method.gradient(Stage1Batch(
+                model, x, y, self._loss, xs, ys, cfg, self.orca_centres, self._loss_scale()))
+        self._check(logs["loss"], "the stage-1 loss", step)
+        for p, g in zip(params, grads):
+            p.grad = g.to(p.dtype)
+        self._step(self.opt1, params, "the embedder gradient norm", step)
+        return logs
+
+    def stage2_step(self, x: Tensor, y: Tensor, step: int = 0) -> tuple[Tensor, float]:
+        """One stage-2 update of the whole model on ``(x, y)``: the loss and the learning rate."""
+        with self._autocast():
+            loss = self._loss(self.model(x), y)
+        self._check(loss, "the training loss", step)
+        self.opt2.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        lr = self._step(self.opt2, list(self.model.parameters()), "the gradient norm", step)
+        self.sched.step()
+        return loss, lr
+
+    def _stage1_epoch(self) -> dict:
+        cfg = self.cfg
         sums: dict[str, float] = {}
         seen = 0
         for step, (x, y) in enumerate(self._batches()):
-            with self._autocast():
-                xs, ys = self._source_batch() if method.uses_source else (None, None)
-                grads, logs = method.gradient(Stage1Batch(
-                    model, x, y, self._loss, xs, ys, cfg, self.orca_centres, self._loss_scale()))
-            self._check(logs["loss"], "the stage-1 loss", step)
-            for p, g in zip(params, grads):
-                p.grad = g.to(p.dtype)
-            self._step(self.opt1, params, "the embedder gradient norm", step)
+            logs = self.stage1_step(x, y, step)
             n = len(x)
             seen += n
             for k, v in logs.items():
@@ -274,17 +292,9 @@ class Trainer:
         return out
 
     def _stage2_epoch(self) -> dict:
-        cfg, model = self.cfg, self.model
-        params = list(model.parameters())
-        total, seen, lr = 0.0, 0, cfg.lr
+        total, seen, lr = 0.0, 0, self.cfg.lr
         for step, (x, y) in enumerate(self._batches()):
-            with self._autocast():
-                loss = self._loss(model(x), y)
-            self._check(loss, "the training loss", step)
-            self.opt2.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            lr = self._step(self.opt2, params, "the gradient norm", step)
-            self.sched.step()
+            loss, lr = self.stage2_step(x, y, step)
             total += float(loss.detach()) * len(x)
             seen += len(x)
         return {"train_loss": total / seen, "lr": lr}
