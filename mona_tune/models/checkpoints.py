@@ -112,7 +112,7 @@ def onto_timm(sd: dict, layout: str, net: nn.Module, path: Path) -> dict:
     sd = _timm_filter(sd, net, path)
     own = net.state_dict()
     head = [k for k in sd if k.startswith("head.")]
-    if any(k not in own or sd[k].shape != own[k].shape for k in head):
+    if any(k not in own or getattr(sd[k], "shape", None) != own[k].shape for k in head):
         for k in head:
             del sd[k]
     sd.update({k: v for k, v in own.items() if k.startswith("head.") and k not in sd})
@@ -164,7 +164,7 @@ _HF_DOWNSAMPLE = re.compile(r"encoder\.layers\.(\d+)\.downsample\.(\w+\.\w+)")
 def hf_to_timm(sd: dict) -> dict:
     """Hugging Face Swin keys -> timm's: query, key and value concatenate into ``qkv``; the
     downsample at the end of stage N is timm's at the start of stage N+1. A key that does not
-    map keeps its name (a part of qkv without the other two included)."""
+    map keeps its name, and so does a query, key or value whose other two are missing."""
     out, qkv = {}, {}
     for key, v in sd.items():
         k = key.removeprefix("swin.")
