@@ -96,8 +96,9 @@ class TrainConfig(BaseModel):
                                      "model for 1D tasks (transformers), e.g. roberta-base "
                                      "(default: the embedded digits Swin)")
     weights: str | None = Field(None, description="local weights of source_model (offline "
-                                "machines): a checkpoint or .safetensors file for a Swin, a "
-                                "save_pretrained directory for a language model")
+                                "machines): for a Swin a checkpoint in timm's, Microsoft's or "
+                                "Hugging Face's layout (a file, or a save_pretrained "
+                                "directory), for a language model a save_pretrained directory")
     source_data: str | None = Field(None, description="digits (default), fractals "
                                     "(FractalDB-style, generated), cifar10:DIR (the CIFAR-10 "
                                     "python-pickle directory) or text:FILE (labelled text for a "

@@ -124,7 +124,7 @@ def _check_places(cfg, out: Path | None) -> None:
     if cfg.weights:  # weights that cannot be read: before the model is built
         from mona_tune.models.load import check_weights
 
-        check_weights(cfg.weights)
+        check_weights(cfg.weights, cfg.source_model)
     if cfg.init_embedder:
         d = Path(cfg.init_embedder).expanduser()
         _, weights_path = embedder_files(d)

@@ -1,4 +1,5 @@
-"""The pretrained encoder: a timm Swin transformer, by name or from a local weights file.
+"""The pretrained encoder: a timm Swin transformer, by name or from a local weights file (in
+any layout :mod:`mona_tune.models.checkpoints` maps).
 
 The source model is a whole timm Swin. Its ``patch_embed`` is the frozen *source embedder* e_s;
 its ``layers`` + final ``norm`` form the encoder body f that the target model fine-tunes (a copy:
@@ -9,17 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from mona_tune.errors import MonaError
+from mona_tune.models.checkpoints import onto_timm, read_swin_checkpoint
 
 # Stochastic depth is switched off in every encoder: stage 1 differentiates through a simulated
 # fine-tuning step, which must be a gradient of one deterministic function (timm's default for
 # Swin is drop_path_rate=0.1 during fine-tuning; ORCA's Darcy runs keep the model's default).
 DROP_PATH_RATE = 0.0
-
-_NON_PERSISTENT = ("relative_position_index", "attn_mask")  # buffers timm rebuilds, never loads
 
 
 def checkpointed(module: nn.Module, *inputs: Tensor) -> Tensor:
@@ -90,7 +89,8 @@ def create_timm_swin(name: str, weights: str | None = None) -> nn.Module:
     except OSError as e:  # hub unreachable and nothing in the local hub cache
         raise MonaError(
             f"cannot get the pretrained weights of {name!r} ({type(e).__name__}); "
-            "on an offline machine pass --weights PATH (a checkpoint or .safetensors file)"
+            "on an offline machine pass --weights PATH (a timm, Microsoft or Hugging Face "
+            "Swin checkpoint)"
         ) from None
     if not is_swin(net):
         raise MonaError(f"source model {name!r} is not a timm Swin transformer "
@@ -100,56 +100,33 @@ def create_timm_swin(name: str, weights: str | None = None) -> nn.Module:
     return net
 
 
-def read_state_dict(path: Path) -> dict:
-    """A state dict from a ``.safetensors`` file or a torch checkpoint (``weights_only=True``).
-
-    Common wrappers are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``) and a
-    ``module.`` prefix (DataParallel) is removed.
-    """
-    if not path.is_file():
-        raise MonaError(f"weights file {path} not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise MonaError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from None
-    for wrapper in ("state_dict", "model", "module"):
-        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
-            sd = sd[wrapper]
-    if not isinstance(sd, dict):
-        raise MonaError(f"weights file {path} holds a {type(sd).__name__}, not a state dict")
-    if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    return sd
-
-
 def load_weights(net: nn.Module, weights: str | Path, name: str) -> None:
-    """Load a local weights file into ``net`` after a strict key and shape check."""
-    path = Path(weights)
-    sd = {k: v for k, v in read_state_dict(path).items()
-          if not any(b in str(k) for b in _NON_PERSISTENT)}
-    check_fit(sd, net.state_dict(), f"weights file {path} does not fit model {name}")
+    """Load a local Swin checkpoint (timm, Microsoft or Hugging Face layout, see
+    :mod:`mona_tune.models.checkpoints`) into ``net`` after a strict key and shape check."""
+    path = Path(weights).expanduser()
+    sd, layout = read_swin_checkpoint(path)
+    sd = onto_timm(sd, layout, net, path)
+    check_fit(sd, net.state_dict(), f"--weights {path} does not fit {name} ({layout} layout)",
+              unexpected=("key does not map", "keys do not map"))
     net.load_state_dict(sd, strict=True)
 
 
-def check_fit(found: dict, expected: dict, what: str) -> None:
-    """Raise ``MonaError(what: ...)`` unless ``found`` has exactly the keys and shapes expected."""
+def check_fit(found: dict, expected: dict, what: str,
+              unexpected: tuple[str, str] = ("unexpected", "unexpected")) -> None:
+    """Raise ``MonaError(what: ...)`` unless ``found`` has exactly the keys and shapes expected
+    (``unexpected``: what one, and several, keys the model lacks are called)."""
     missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
+    extra = [k for k in found if k not in expected]
     mismatched = [
         f"{k}: file {tuple(getattr(found[k], 'shape', ()))} vs model {tuple(v.shape)}"
         for k, v in expected.items()
         if k in found and (not isinstance(found[k], Tensor) or found[k].shape != v.shape)
     ]
     problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected),
-                         ("shape mismatches", mismatched)):
+    for label, items in ((unexpected, extra), (("missing", "missing"), missing),
+                         (("shape mismatch", "shape mismatches"), mismatched)):
         if items:
             shown = ", ".join(str(i) for i in items[:3]) + (", ..." if len(items) > 3 else "")
-            problems.append(f"{len(items)} {label} ({shown})")
+            problems.append(f"{len(items)} {label[len(items) > 1]} ({shown})")
     if problems:
         raise MonaError(f"{what}: " + "; ".join(problems))

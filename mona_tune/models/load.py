@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mona_tune.errors import MonaError
-from mona_tune.models.encoder import read_state_dict
+from mona_tune.models.checkpoints import read_state_dict, read_swin_checkpoint
 from mona_tune.models.language import load_language_model
 from mona_tune.models.source import (SourceData, SourceModel, embedded_source_model,
                                      timm_source_model)
@@ -35,10 +35,15 @@ def load_source_model(source_model: str | None, weights: str | None,
     return load_language_model(source_model, weights)
 
 
-def check_weights(weights: str) -> None:
-    """A ``--weights`` path, before anything loads: a ``save_pretrained`` directory (a language
-    model) or a checkpoint file that reads as a state dict (a Swin)."""
+def check_weights(weights: str, source_model: str | None) -> None:
+    """A ``--weights`` path, before anything loads: for a timm name a Swin checkpoint in one of
+    the layouts :mod:`mona_tune.models.checkpoints` maps (a file, or a ``save_pretrained``
+    directory); otherwise (a language model, or no name) a ``save_pretrained`` directory or a
+    file that reads as a state dict."""
     path = Path(weights).expanduser()
+    if source_model is not None and _is_timm_model(source_model):
+        read_swin_checkpoint(path)
+        return
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise MonaError(f"--weights {path} is a directory without config.json (a language "

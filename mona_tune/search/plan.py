@@ -103,7 +103,7 @@ def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: di
     if fixed.get("weights"):
         from mona_tune.models.load import check_weights
 
-        check_weights(fixed["weights"])  # a file that is no checkpoint, a folder of no model
+        check_weights(fixed["weights"], fixed.get("source_model"))  # no checkpoint, no model
 
 
 # SearchConfig fields -> the flag that sets them: a value out of the model's bounds is named by

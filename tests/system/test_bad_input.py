@@ -116,7 +116,8 @@ ROWS: dict[str, Row] = {
                                        "weights needs source_model"),
     "train weights misfit": Row(f"train {TINY} --source-model swin_tiny_patch4_window7_224 "
                                 "--weights {in}/misfit.pt",
-                                "does not fit model swin_tiny_patch4_window7_224", limit_s=60),
+                                "does not fit swin_tiny_patch4_window7_224 (timm layout)",
+                                limit_s=60),
     "train weights not a checkpoint": Row(f"train {TINY} --source-model "
                                           "swin_tiny_patch4_window7_224 --weights {in}/garbage.pt",
                                           "cannot read weights file {in}/garbage.pt"),

@@ -184,11 +184,11 @@ def test_weights_for_a_language_model_are_a_directory(tmp_path, text_file, rober
         with pytest.raises(MonaError, match="must be a directory written by save_pretrained"):
             load_source_model("roberta-base", str(weights), text)
     # the check made before anything loads (train and search flags)
-    check_weights(str(roberta_dir))
+    check_weights(str(roberta_dir), "roberta-base")
     with pytest.raises(MonaError, match="is a directory without config.json"):
-        check_weights(str(empty))
+        check_weights(str(empty), "roberta-base")
     with pytest.raises(MonaError, match="cannot read weights file"):
-        check_weights(str(file))
+        check_weights(str(file), "roberta-base")
 
 
 def test_mona_gradient_through_the_language_encoder_matches_finite_differences(language):
