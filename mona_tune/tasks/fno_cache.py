@@ -5,11 +5,11 @@ which a trial keeps ~1200 x 85 x 85 floats. The first read on a node reads the s
 only the needed samples, every ``step``-th node) and writes those arrays into the user cache; later
 reads map the ``.npy`` (``np.load(mmap_mode="r")``) and never open the source.
 
-An entry is keyed by the source's resolved path, size, mtime (ns) and inode and by the read's parameters,
-so a changed file is read again. Files are written aside and renamed into place, so a reader finds
-none or a whole one; a lock makes trials racing on one node read the source once. The entries are
-not shipped to the other nodes of a cluster (``cluster.node_cache``): their key holds a file's
-path and mtime on this node.
+An entry is keyed by the source's resolved path, size, mtime (ns) and inode and by the read's
+parameters, so a changed file is read again. Files are written aside and renamed into place, so a
+reader finds none or a whole one; a lock makes trials racing on one node read the source once.
+The entries are not shipped to the other nodes of a cluster (``cluster.node_cache``): their key
+holds a file's path, mtime and inode on this node.
 """
 
 from __future__ import annotations
