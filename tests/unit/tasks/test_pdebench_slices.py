@@ -41,17 +41,8 @@ def test_only_the_samples_used_are_read(poisoned):
     np.testing.assert_array_equal(data.y_val[:, 0].numpy(), u[10:12])
 
 
-def test_the_read_selection_is_bounded(poisoned, monkeypatch):
-    read = []
-    original = h5py.Dataset.__getitem__
-
-    def counting(self, key):
-        out = original(self, key)
-        read.append(np.asarray(out).size)
-        return out
-
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
+def test_the_read_selection_is_bounded(poisoned, h5py_reads):
     _load(poisoned)
     # nu and tensor: 10 samples of 16 x 16 cells each; the two coordinates: 16 each
-    assert sum(read) == 2 * 10 * 16 * 16 + 2 * 16
-    assert sum(read) < 2 * N * R * R / 10  # under a tenth of the values of nu and tensor
+    assert sum(h5py_reads) == 2 * 10 * 16 * 16 + 2 * 16
+    assert sum(h5py_reads) < 2 * N * R * R / 10  # under a tenth of the values of nu and tensor
