@@ -27,6 +27,7 @@ FIGURES = {"methods_table.py": ("out/methods-darcy/curves.png", "figures/methods
 BENCHMARKS = [
     ("data_generation.py", [], "Darcy generator throughput and share of time in the sparse solve"),
     ("generation_1d.py", [], "PDEBench 1D generators: samples/s per family and resolution"),
+    ("data_at_scale.py", [], "FNO 421x421 file: first read on a node vs a later (cache)"),
     ("step_cost.py", [], "MoNA stage-1 step time over a plain fine-tuning step"),
     ("tuning_overhead.py", [], "search wall time over the ideal, per-trial fixed cost"),
     ("search_schedulers.py", [], "ASHA vs FIFO vs random: best metric and epochs spent"),

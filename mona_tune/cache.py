@@ -61,6 +61,24 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive POSIX lock on ``path`` (created), so that concurrent processes fill a cache
+    entry once; where there are no POSIX locks, atomic renames still keep every file whole."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Like :func:`atomic_path` for a directory: built aside, renamed into place when complete."""
     final = Path(final)

@@ -239,3 +239,21 @@ def pdebench_path(tmp_path) -> Path:
     d.mkdir()
     a, u = darcy_arrays(20, 32, seed=1)
     return write_pdebench(d / "2D_DarcyFlow_beta0.1_Train.hdf5", np.where(a > 5, 1.0, 0.1), u)
+
+
+@pytest.fixture
+def h5py_reads(monkeypatch) -> list[int]:
+    """The number of values each h5py dataset read returns, in order: what a reader took of a
+    file."""
+    import h5py
+
+    reads: list[int] = []
+    original = h5py.Dataset.__getitem__
+
+    def counting(self, key):
+        out = original(self, key)
+        reads.append(np.asarray(out).size)
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
+    return reads

@@ -32,7 +32,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "data), or a plugin's task")
     p.add_argument("--space", default=None,
                    help="search space: a YAML file or a packaged space name (the task names, "
-                        "darcy-paper); default: the task's packaged space")
+                        "darcy-paper, pdebench-darcy-paper); default: the task's packaged space")
     p.add_argument("--name", default=None,
                    help="search name = Tune experiment directory under --storage and MLflow parent "
                         "run name (default: <task>-<date>-<time>)")

@@ -1,7 +1,9 @@
 """The Darcy flow tasks: ``darcy`` (NAS-Bench-360 / FNO files) and ``pdebench-darcy``.
 
-Both read real files through :mod:`mona_tune.tasks.readers`. Without ``data_dir`` a small dataset is
-generated once in the same file format into the user cache and read by the very same code path.
+Both read real files through :mod:`mona_tune.tasks.readers` (``darcy`` through the node cache of
+:mod:`mona_tune.tasks.fno_cache`, which reads each file once per node). Without ``data_dir`` a
+small dataset is generated once in the same file format into the user cache and read by the very
+same code path.
 
 Input: the coefficient a, normalised per grid point, plus two channels of grid coordinates
 (x along axis 0, y along axis 1), ``(N, 3, r, r)``. Target: u in physical units, ``(N, 1, r, r)``.
@@ -28,7 +30,7 @@ import torch
 from torch import Tensor
 
 from mona_tune.errors import MonaError
-from mona_tune.tasks import readers
+from mona_tune.tasks import fno_cache, readers
 from mona_tune.tasks.embedded import embedded_dir, file_size_for
 from mona_tune.tasks.metrics import nrmse_loss, nrmse_per_sample, rel_l2_loss, rel_l2_per_sample
 from mona_tune.tasks.normalize import UnitGaussianNormalizer
@@ -47,6 +49,11 @@ DATA_VERSION = 1  # bump when generated data change, so that old cache entries a
 
 
 # ---------------------------------------------------------------- assembling TaskData
+def _tensor(a: np.ndarray) -> Tensor:
+    """A view of a writable array; a copy of a read-only one (the node cache's mapped arrays)."""
+    return torch.from_numpy(a if a.flags.writeable else np.array(a))
+
+
 def _inputs(a: Tensor, normalizer: UnitGaussianNormalizer, gx: np.ndarray,
             gy: np.ndarray) -> Tensor:
     n, r, _ = a.shape
@@ -74,12 +81,11 @@ def build_task_data(a_train: np.ndarray, u_train: np.ndarray, a_test: np.ndarray
         raise MonaError(f"{where}: {n} training samples leave {n_fit} after the validation split "
                         f"(val_fraction={val_fraction}); the normalisers need at least 2")
     a_fit, u_fit = a_train[:n_fit], u_train[:n_fit]
-    a_normalizer = UnitGaussianNormalizer(torch.from_numpy(a_fit))
-    u_normalizer = UnitGaussianNormalizer(torch.from_numpy(u_fit))
+    a_normalizer = UnitGaussianNormalizer(_tensor(a_fit))
+    u_normalizer = UnitGaussianNormalizer(_tensor(u_fit))
 
     def pair(a: np.ndarray, u: np.ndarray) -> tuple[Tensor, Tensor]:
-        return (_inputs(torch.from_numpy(a), a_normalizer, gx, gy),
-                torch.from_numpy(u).unsqueeze(1).contiguous())
+        return _inputs(_tensor(a), a_normalizer, gx, gy), _tensor(u).unsqueeze(1).contiguous()
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
         pair(a_fit, u_fit), pair(a_val, u_val), pair(a_test, u_test))
@@ -131,18 +137,21 @@ def load_darcy(cfg) -> TaskData:
         data_dir = Path(cfg.data_dir).expanduser()
         source = "files"
     train_path, test_path = readers.fno_files(data_dir)
-    heads = [readers.fno_header(p) for p in (train_path, test_path)]
+    heads = [fno_cache.fno_header(p) for p in (train_path, test_path)]
     if heads[0].resolution != heads[1].resolution:
         raise MonaError(f"{test_path}: grid {heads[1].resolution} differs from the training "
                         f"file's {heads[0].resolution}")
     step = readers.fno_step(heads[0].resolution, target, train_path)
-    a_train, u_train = readers.read_fno(train_path, n_train, step, "n_train")
-    a_test, u_test = readers.read_fno(test_path, n_test, step, "n_test")
+    a_train, u_train = fno_cache.read_fno(train_path, n_train, step, "n_train")
     # validation after the test block of smooth2 where the file holds it (the original holds
-    # 1024 samples: test 0-99, validation 100-199), so training keeps all n_train samples
+    # 1024 samples: test 0-99, validation 100-199), so training keeps all n_train samples;
+    # test and validation come from one read (a v5 file is read whole each time)
     n_val, val, val_from = validation_size(n_train, cfg.val_fraction), None, ""
-    if heads[1].n >= n_test + n_val:
-        val = readers.read_fno(test_path, n_val, step, "n_val", start=n_test)
+    val_after_test = heads[1].n >= n_test + n_val
+    a_test, u_test = fno_cache.read_fno(test_path, n_test + n_val * val_after_test, step, "n_test")
+    if val_after_test:
+        val = a_test[n_test:], u_test[n_test:]
+        a_test, u_test = a_test[:n_test], u_test[:n_test]
         val_from = f"{test_path.name} samples {n_test}-{n_test + n_val - 1}"
     grid = np.linspace(0.0, 1.0, target, dtype=np.float32)
     info = {"data_source": source, "data_files": f"{train_path}, {test_path}",

@@ -6,28 +6,10 @@ generator's parameters, and the task reads them back through its real-file code 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-from mona_tune.cache import cache_dir, config_key
-
-
-@contextlib.contextmanager
-def _cache_lock(name: str):
-    """An exclusive lock on the cache entry, so concurrent trials generate it once."""
-    path = cache_dir("data") / f"{name}.lock"
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks: atomic renames still keep files whole
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+from mona_tune.cache import cache_dir, config_key, file_lock
 
 
 def embedded_dir(params: dict, expected: list[str], make: Callable[[Path], object],
@@ -40,7 +22,7 @@ def embedded_dir(params: dict, expected: list[str], make: Callable[[Path], objec
     leaves some files missing and is redone.
     """
     key = config_key({**params, "version": version})
-    with _cache_lock(key):
+    with file_lock(cache_dir("data") / f"{key}.lock"):  # concurrent trials generate it once
         out = cache_dir("data", key)
         if not all((out / name).is_file() for name in expected):
             make(out)

@@ -320,7 +320,8 @@ def read_pdebench(path: Path, n_train: int | None, n_test: int | None, step: int
     """PDEBench's split (first int(0.1·N) samples = test), every ``step``-th cell, float32.
 
     Returns ``a_train``, ``u_train`` (n, r, r), ``a_test``, ``u_test``, ``x``, ``y`` (r,).
-    ``n_train``/``n_test`` (None: all) take the first samples of each part.
+    ``n_train``/``n_test`` (None: all) take the first samples of each part. Only those samples
+    are read, by h5py slices every ``step``-th cell: a 10 000-sample file never is whole in memory.
     """
     import h5py
 
