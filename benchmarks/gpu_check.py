@@ -1,17 +1,27 @@
-"""GPU figures at paper scale: stage-2 throughput of Swin-Base at 224×224 (float32 and bf16
-autocast), the MoNA step ratio there, and how many embedded-search trials fit on one GPU.
+"""GPU figures at paper scale, as one JSON line: Swin-Base at 224×224 (random weights; time and
+memory do not depend on their values), per method and variant at the paper's batch sizes (4 target,
+32 source): the median step time and the peak CUDA memory of
 
-Throughput does not depend on the weights' values, so the Swin-Base here is timm's architecture with
-random weights written to a local file (no hub needed): the same ``--weights`` path users take on
-offline clusters. Run through ``benchmarks/gpu.sh`` on a CUDA machine.
+- stage 2 (fine-tuning everything), MoNA's stage 1 second order and first order,
+- each in fp32, bf16 and fp16 (with its gradient scaler), with and without gradient checkpointing,
 
-    python benchmarks/gpu_check.py [--batch 32] [--steps 10]
+MoNA's step over a fine-tuning step at batch 16 (equal and paper source batches), and packing:
+1, 2 and 4 trial processes on one GPU at once (aggregate samples/s, peak memory per process).
+
+    python benchmarks/gpu_check.py [--steps 5] [--dry-run]
+
+``--dry-run`` runs everything on the CPU with a tiny Swin and tiny batches (the test suite does,
+``tests/unit/benchmarks``), so that the script is known to work before a GPU is at hand.
+Run through ``benchmarks/gpu.sh`` on a CUDA machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,101 +29,204 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_cost import ft_step, mona_step  # noqa: E402
-
-from mona_tune.config import TrainConfig  # noqa: E402
-from mona_tune.train.trainer import Trainer  # noqa: E402
-
-ARCH = "swin_base_patch4_window7_224"
+PAPER = {"arch": "swin_base_patch4_window7_224", "batch": 4, "source_batch": 32, "ratio_batch": 16}
+TINY = {"arch": "gpu_check_tiny_swin", "batch": 2, "source_batch": 4, "ratio_batch": 2}
 
 
-def random_weights(directory: Path) -> Path:
+def _register_tiny() -> None:
+    """A tiny Swin under a timm name (``--dry-run``), registered in every process of the run."""
+    import timm
+    from timm.models import register_model
+
+    if timm.is_model(TINY["arch"]):
+        return
+
+    def gpu_check_tiny_swin(pretrained=False, drop_path_rate=0.0, **_):
+        from timm.models.swin_transformer import SwinTransformer
+
+        return SwinTransformer(img_size=56, patch_size=4, window_size=7, embed_dim=12,
+                               depths=(1, 1), num_heads=(1, 2), drop_path_rate=drop_path_rate)
+
+    register_model(gpu_check_tiny_swin)
+
+
+def weights_file(arch: str, directory: Path) -> Path:
     import timm
     from safetensors.torch import save_file
 
-    net = timm.create_model(ARCH, pretrained=False)
-    path = directory / f"{ARCH}.safetensors"
+    net = timm.create_model(arch, pretrained=False)
+    path = directory / f"{arch}.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     return path
 
 
-def timed(fn, steps: int) -> float:
-    """Median seconds of ``fn`` over ``steps`` calls after two warm-up calls (CUDA synchronised)."""
+def trainer(arch: str, weights: Path, device: str, batch: int, source_batch: int, **kw):
+    from mona_tune.config import TrainConfig
+    from mona_tune.train.trainer import Trainer
+
+    cfg = TrainConfig(source_model=arch, weights=str(weights), device=device, batch_size=batch,
+                      source_batch_size=source_batch, n_train=max(4 * batch, 16), n_test=8,
+                      probe_samples=40, **kw)
+    return Trainer(cfg)
+
+
+def _sync(device: str):
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def timed(fn, steps: int, device: str) -> tuple[float, int]:
+    """Median seconds of ``fn`` over ``steps`` calls after one warm-up call, and the peak bytes
+    allocated while they ran (CUDA; 0 on the CPU)."""
+    sync, cuda = _sync(device), device.startswith("cuda")
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     times = []
-    for i in range(steps + 2):
-        torch.cuda.synchronize()
+    for i in range(steps + 1):
+        sync()
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
-        if i >= 2:
+        sync()
+        if i:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    peak = torch.cuda.max_memory_allocated() if cuda else 0
+    return statistics.median(times), int(peak)
 
 
-def throughput(weights: Path, batch: int, steps: int, bf16: bool) -> tuple[float, Trainer]:
-    cfg = TrainConfig(source_model=ARCH, weights=str(weights), device="cuda", batch_size=batch,
-                      source_batch_size=batch, bf16=bf16)
-    t = Trainer(cfg)
-    x, y = t.x_train[:batch], t.y_train[:batch]
+def step_fns(t, x, y) -> dict:
+    def mona(first_order: bool):
+        def run():
+            t.cfg.first_order = first_order
+            t.stage1_step(x, y)
+        return run
 
-    def step():
-        with t._autocast():
-            ft_step(t, x, y)
-
-    return batch / timed(step, steps), t
+    return {"ft": lambda: t.stage2_step(x, y), "mona": mona(False), "mona_fo": mona(True)}
 
 
-def step_ratio(t: Trainer, batch: int, steps: int) -> dict[str, float]:
-    x, y = t.x_train[:batch], t.y_train[:batch]
-    with t._autocast():
-        ft = timed(lambda: ft_step(t, x, y), steps)
-        so = timed(lambda: mona_step(t, x, y, False), steps)
-        fo = timed(lambda: mona_step(t, x, y, True), steps)
-    return {"second": so / ft, "first": fo / ft}
+def variants(size: dict, weights: Path, device: str, steps: int) -> list[dict]:
+    rows = []
+    for precision in ("fp32", "bf16", "fp16"):
+        for ckpt in (False, True):
+            t = trainer(size["arch"], weights, device, size["batch"], size["source_batch"],
+                        precision=precision, grad_checkpointing=ckpt)
+            x, y = t.x_train[:size["batch"]], t.y_train[:size["batch"]]
+            for name, fn in step_fns(t, x, y).items():
+                try:
+                    s, peak = timed(fn, steps, device)
+                    rows.append({"step": name, "precision": precision, "checkpointing": ckpt,
+                                 "seconds": s, "peak_gib": peak / 2**30})
+                except torch.OutOfMemoryError:
+                    rows.append({"step": name, "precision": precision, "checkpointing": ckpt,
+                                 "seconds": None, "peak_gib": None, "error": "out of memory"})
+                    torch.cuda.empty_cache()
+            del t
+    return rows
 
 
-def embedded_trial_memory() -> float:
-    """Peak GiB of one embedded-default trial (stage 1 mona + stage 2) on the GPU."""
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    cfg = TrainConfig(device="cuda", warmup_epochs=1, epochs=1)
-    Trainer(cfg).fit()
-    return torch.cuda.max_memory_allocated() / 2**30
+def ratios(size: dict, weights: Path, device: str, steps: int, precision: str) -> dict:
+    """MoNA's step over a fine-tuning step at one target batch, with an equal and the paper's
+    source batch, interleaved so that drift falls on both alike."""
+    out = {}
+    b = size["ratio_batch"]
+    for label, sb in (("equal", b), ("paper_source", size["source_batch"])):
+        t = trainer(size["arch"], weights, device, b, sb, precision=precision)
+        x, y = t.x_train[:b], t.y_train[:b]
+        fns = step_fns(t, x, y)
+        med = {k: timed(fn, steps, device)[0] for k, fn in fns.items()}
+        out[label] = {"batch": b, "source_batch": sb, "second_order": med["mona"] / med["ft"],
+                      "first_order": med["mona_fo"] / med["ft"]}
+    return out
+
+
+def worker(args) -> None:
+    """One packed trial process: waits for the start file, then runs stage-1 and stage-2 steps
+    for ``--seconds``; prints its samples and peak memory as JSON."""
+    size = TINY if args.dry_run else PAPER
+    t = trainer(size["arch"], Path(args.weights), args.device, size["batch"],
+                size["source_batch"], precision=args.precision)
+    x, y = t.x_train[:size["batch"]], t.y_train[:size["batch"]]
+    t.stage1_step(x, y)
+    t.stage2_step(x, y)  # warm-up
+    sync = _sync(args.device)
+    Path(args.ready).touch()
+    while not Path(args.start).exists():
+        time.sleep(0.01)
+    sync()
+    t0, samples = time.perf_counter(), 0
+    while time.perf_counter() - t0 < args.seconds:
+        t.stage1_step(x, y)
+        t.stage2_step(x, y)
+        samples += 2 * size["batch"]
+    sync()
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_reserved() if args.device.startswith("cuda") else 0
+    print(json.dumps({"samples": samples, "seconds": seconds, "peak_reserved_gib": peak / 2**30}))
+
+
+def packing(weights: Path, device: str, precision: str, seconds: float, dry: bool) -> list[dict]:
+    rows = []
+    for n in (1, 2, 4):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = Path(tmp) / "start"
+            cmd = [sys.executable, __file__, "--worker", "--weights", str(weights), "--device",
+                   device, "--precision", precision, "--seconds", str(seconds),
+                   "--start", str(start)] + (["--dry-run"] if dry else [])
+            procs = [subprocess.Popen(cmd + ["--ready", f"{tmp}/ready{i}"],
+                                      stdout=subprocess.PIPE, text=True) for i in range(n)]
+            while not all(Path(f"{tmp}/ready{i}").exists() for i in range(n)):
+                if any(p.poll() not in (None, 0) for p in procs):
+                    break
+                time.sleep(0.05)
+            start.touch()
+            outs = [p.communicate()[0] for p in procs]
+            if any(p.returncode for p in procs):
+                rows.append({"trials": n, "error": f"exit {[p.returncode for p in procs]}"})
+                continue
+            res = [json.loads(o.strip().splitlines()[-1]) for o in outs]
+            rows.append({"trials": n,
+                         "samples_per_s": sum(r["samples"] for r in res)
+                         / max(r["seconds"] for r in res),
+                         "peak_reserved_gib_per_trial": max(r["peak_reserved_gib"] for r in res)})
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--context-gib", type=float, default=0.6,
-                    help="CUDA context memory of each trial process, beyond its tensors")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--pack-seconds", type=float, default=20.0)
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny Swin, tiny batches")
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    # a packed trial process (internal)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    for flag in ("--weights", "--device", "--precision", "--start", "--ready"):
+        ap.add_argument(flag, help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("gpu_check: no CUDA device here")
-    name = torch.cuda.get_device_name(0)
-    total = torch.cuda.get_device_properties(0).total_memory / 2**30
-    print(f"device: {name}, {total:.0f} GiB; torch {torch.__version__}")
-
+    if args.dry_run:
+        _register_tiny()
+    if args.worker:
+        return worker(args)
+    if not args.dry_run and not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device here (--dry-run runs it on the CPU)")
+    size, device = (TINY, "cpu") if args.dry_run else (PAPER, "cuda")
+    result = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+              "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+              "arch": size["arch"], "batch": size["batch"], "source_batch": size["source_batch"]}
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        w = random_weights(Path(tmp))
-        fp32, _ = throughput(w, args.batch, args.steps, bf16=False)
-        bf16, t = throughput(w, args.batch, args.steps, bf16=True)
-        ratios = step_ratio(t, min(args.batch, 16), args.steps)
-    per_trial = embedded_trial_memory() + args.context_gib
-    fit = int(total // per_trial)
-
-    print(f"| {ARCH} 224x224, batch {args.batch} | samples/s |")
-    print("| --- | --- |")
-    print(f"| stage 2, float32 | {fp32:.1f} |")
-    print(f"| stage 2, bf16 autocast | {bf16:.1f} |")
-    print(f"MoNA step / fine-tuning step (bf16, batch {min(args.batch, 16)}): second order "
-          f"{ratios['second']:.2f}x, first order {ratios['first']:.2f}x")
-    print(f"embedded trial: {per_trial:.2f} GiB with CUDA context -> {fit} trials fit on one GPU "
-          f"(--gpus-per-trial {max(1 / max(fit, 1), 0.01):.3f})")
-    print(f"headline: {fp32:.0f} samples/s fp32, {bf16:.0f} bf16 ({bf16 / fp32:.2f}x); "
-          f"MoNA ratio {ratios['second']:.2f}/{ratios['first']:.2f}; {fit} trials per GPU")
+        w = weights_file(size["arch"], Path(tmp))
+        result["variants"] = variants(size, w, device, args.steps)
+        low = "fp32" if args.dry_run else "bf16"
+        result["step_ratio"] = {p: ratios(size, w, device, args.steps, p)
+                                for p in ("fp32", low) if p == "fp32" or not args.dry_run}
+        result["packing"] = packing(w, device, low, args.pack_seconds, args.dry_run)
+    result["seconds"] = time.perf_counter() - t0
+    line = json.dumps(result)
+    if args.out:
+        args.out.write_text(line + "\n")
+    print(line, flush=True)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

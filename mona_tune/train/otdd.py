@@ -30,7 +30,6 @@ per stage-1 step between the target batch and a class-balanced source batch (a m
 from __future__ import annotations
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
@@ -45,6 +44,8 @@ def _plan(cost: np.ndarray) -> np.ndarray:
     n, m = cost.shape
     if n == 1 or m == 1:  # a single point on one side: the only coupling
         return np.full((n, m), 1.0 / (n * m))
+    import ot  # POT: imported where orca needs it, not by every trainer
+
     return ot.emd(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost)
 
 
