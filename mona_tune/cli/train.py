@@ -30,7 +30,7 @@ def _flag_type(annotation):
     import typing
 
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    optional = isinstance(annotation, types.UnionType) and len(args) == 1
+    optional = typing.get_origin(annotation) in (types.UnionType, typing.Union) and len(args) == 1
     base = args[0] if optional else annotation
     if base is bool:
         return None
@@ -139,6 +139,7 @@ def _check_places(cfg, out: Path | None) -> None:
 
 def train_from_args(args: argparse.Namespace) -> int:
     from mona_tune.cache import atomic_path
+    from mona_tune.config import check_scale
     from mona_tune.train.trainer import CHECKPOINT_FILE, Trainer
 
     from mona_tune.tasks import get_task
@@ -146,6 +147,7 @@ def train_from_args(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     check_fields(get_task(cfg.task), cfg.model_fields_set, f"train --task {cfg.task}")
+    check_scale(cfg, f"train --task {cfg.task}")
     out: Path | None = args.out
     _check_places(cfg, out)
     if args.resume and out is None:

@@ -174,6 +174,7 @@ def _resumed_search(req: SearchRequest, storage: str):
 
 def _new_search(req: SearchRequest, storage: str):
     from mona_tune.cluster import storage as storage_io
+    from mona_tune.config import TrainConfig, check_scale
     from mona_tune.search.space import dump_space, load_space, resolve_space_path, to_param_space
     from mona_tune.tasks import get_task
     from mona_tune.tasks.registry import check_fields
@@ -185,11 +186,11 @@ def _new_search(req: SearchRequest, storage: str):
     param_space = to_param_space(space, task.name, extra)
     fixed = {k: v for k, v in param_space.items() if k not in space.searched}
     _validate_fixed(fixed, "fixed fields (space file + flags)")
+    check_scale(TrainConfig(**fixed), f"space {space_path.name}" if "scale" in space.fixed
+                else "--set scale=paper")
     check_fields(task, {*space.searched, *space.fixed, *extra},
                  f"--task {task.name} with space {space_path.name} and flags")
     if task.configure:  # a user's arrays: every check on the data made before Ray starts
-        from mona_tune.config import TrainConfig
-
         cfg = TrainConfig(**fixed)
         task.configure(cfg).load(cfg)
 
