@@ -4,14 +4,14 @@
 ``data.train_bytes``, ``data.train_sha256``; ``all`` for one file of every split) and the sample
 counts; ``source.*``: the source model and the hash of its weights (``embedded`` for the
 embedded Swin), the source data and, where they are files, their path and hash. Hashes come from
-the per-node cache of :mod:`mona_tune.hashes`, so a trial does not re-read a multi-GB file.
+the per-node cache of :mod:`mona_tune.cache`, so a trial does not re-read a multi-GB file.
 Values are local paths, names and numbers: nothing that holds a password.
 """
 
 from __future__ import annotations
 
 from mona_tune.config import TrainConfig
-from mona_tune.hashes import file_sha256, path_bytes, path_sha256
+from mona_tune.cache import file_sha256, path_bytes, path_sha256
 from mona_tune.models.source import DEFAULT_SOURCE_DATA, SourceModel
 from mona_tune.tasks import TaskData
 

@@ -243,7 +243,7 @@ def test_search_a_1d_task_on_a_language_source_model(ray_address, faults_file, t
     # what the trial and the driver trained on: the weights folder and the text file hashed
     import hashlib
 
-    from mona_tune.hashes import path_sha256
+    from mona_tune.cache import path_sha256
 
     prov = {k: v for k, v in run.data.params.items() if k.startswith(("data.", "source."))}
     assert prov["source.weights_sha256"] == path_sha256(weights)

@@ -228,7 +228,7 @@ def test_provenance_params_land_in_mlflow_and_hashes_come_from_the_cache(capsys,
 
     import mlflow
 
-    from mona_tune import hashes
+    from mona_tune import cache
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
@@ -258,7 +258,7 @@ def test_provenance_params_land_in_mlflow_and_hashes_come_from_the_cache(capsys,
     assert f"train file {train_file} ({train_file.stat().st_size} bytes, sha256 {want})" in err
 
     # the cache entry of the file, altered: the next run reports what the cache says
-    (entry,) = [e for e in hashes.cache_dir("file-hashes").glob("*.json")
+    (entry,) = [e for e in cache.cache_dir("file-hashes").glob("*.json")
                 if json.loads(e.read_text())["path"] == str(train_file.resolve())]
     entry.write_text(entry.read_text().replace(want, "c" * 64))
     params, _ = params_of_run("--seed", "1")
@@ -266,4 +266,4 @@ def test_provenance_params_land_in_mlflow_and_hashes_come_from_the_cache(capsys,
     # the file touched (a new mtime): hashed again
     st = train_file.stat()
     os.utime(train_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    assert hashes.file_sha256(train_file) == want
+    assert cache.file_sha256(train_file) == want
