@@ -106,6 +106,12 @@ class TrainConfig(BaseModel):
     init_embedder: str | None = Field(None, description="an embedder directory written by a "
                                       "previous run (skips stage 1)")
 
+    # scale (check_scale): "paper" refuses the embedded inputs, so that no toy run carries a
+    # paper space's name
+    scale: Literal["toy", "paper"] | None = Field(
+        None, description="paper: refuse to run on generated data, the embedded source model "
+        "or embedded source data (the paper spaces declare it); toy or none: anything goes")
+
     # diagnostics and runtime
     probe_every: int = Field(0, ge=0, description="measure source_probe_error every k stage-2 "
                              "epochs (always at the end)")
@@ -158,6 +164,45 @@ class TrainConfig(BaseModel):
         if self.method in ("ft", "scratch") or self.init_embedder:
             return 0
         return self.warmup_epochs
+
+
+# ---------------------------------------------------------------- scale
+# each real input: its field, what a run uses without it, the flag that gives it
+PAPER_INPUTS: tuple[tuple[str, str, str], ...] = (
+    ("data_dir", "generated data", "no --data-dir DIR"),
+    ("source_model", "the embedded 0.3 M-parameter Swin", "no --source-model NAME"),
+    ("source_data", "the embedded digits", "no --source-data cifar10:DIR or text:FILE"),
+)
+
+
+def toy_inputs(cfg: TrainConfig) -> list[str]:
+    """The embedded inputs ``cfg`` would train on, each named with the flag that replaces it.
+    Source data without an argument (digits, fractals) are embedded or generated; the paper's
+    are read from files (``cifar10:DIR``, or ``text:FILE`` for a language model)."""
+    out = []
+    for name, default, flag in PAPER_INPUTS:
+        value = getattr(cfg, name)
+        if name == "source_data" and value:
+            if value.partition(":")[0] in SOURCE_DATA_WITH_ARGUMENT:
+                continue
+            default = f"the embedded {value}"
+            flag = f"--source-data {value}, not cifar10:DIR or text:FILE"
+        elif value:
+            continue
+        out.append(f"{default} ({flag})")
+    return out
+
+
+def check_scale(cfg: TrainConfig, where: str) -> None:
+    """One line (MonaError) when ``cfg`` declares ``scale: paper`` but would train on an embedded
+    input, so that no toy run carries a paper space's name. ``mona-tune train`` and ``mona-tune
+    search`` call it before anything loads or starts."""
+    from mona_tune.errors import MonaError
+
+    missing = toy_inputs(cfg) if cfg.scale == "paper" else []
+    if missing:
+        raise MonaError(f"{where} declares scale: paper, but this run would train on "
+                        + ", ".join(missing))
 
 
 # ---------------------------------------------------------------- search

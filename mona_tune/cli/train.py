@@ -9,6 +9,7 @@ the end ``DIR/final.json`` and the learned embedder ``DIR/embedder`` (for ``--in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -30,7 +31,7 @@ def _flag_type(annotation):
     import typing
 
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    optional = isinstance(annotation, types.UnionType) and len(args) == 1
+    optional = typing.get_origin(annotation) in (types.UnionType, typing.Union) and len(args) == 1
     base = args[0] if optional else annotation
     if base is bool:
         return None
@@ -75,6 +76,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep a checkpoint per epoch, final.json and the embedder here")
     parser.add_argument("--resume", action="store_true", help="continue from --out DIR")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+    parser.add_argument("--tracking-uri", default=None, metavar="URI",
+                        help="log the run to this MLflow store (experiment mona-tune-<task>, "
+                             "role train): its config, what it trains on, its metrics")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -137,15 +141,64 @@ def _check_places(cfg, out: Path | None) -> None:
             raise MonaError(f"cannot read the embedder in {d}: {type(e).__name__}: {e}") from None
 
 
+class _Tracked:
+    """The MLflow run of ``--tracking-uri``: params at the start (config and provenance),
+    metrics per epoch (step: the global epoch) and at the end; a no-op without the flag."""
+
+    def __init__(self, uri: str | None):
+        from mona_tune.tracking import mlflow_runs as mr
+        from mona_tune.tracking.server import check_store
+
+        self.mr, self.run_id = mr, None
+        self.uri = mr.normalize_tracking_uri(uri) if uri else None
+        if self.uri:  # a store that does not answer: one line before the data load
+            check_store(self.uri)
+
+    def start(self, trainer, provenance: dict) -> None:
+        if self.uri:
+            cfg = trainer.cfg
+            exp = self.mr.ensure_experiment(self.uri, cfg.task)
+            self.run_id = self.mr.start_train_run(
+                self.uri, exp, task=cfg.task, params={**cfg.model_dump(mode="json"),
+                                                      **provenance})
+
+    def epoch(self, trainer, metrics: dict) -> None:
+        if self.run_id:
+            step = metrics["epoch"] + (trainer.cfg.stage1_epochs if metrics["stage"] == 2 else 0)
+            self.mr.log_metrics(self.uri, self.run_id, metrics, step=step)
+
+    def finish(self, final: dict) -> None:
+        if self.run_id:
+            settings = ("stage1_epochs", "epochs", "seed")  # numbers that are no results
+            step = final["stage1_epochs"] + final["epochs"]
+            self.mr.log_metrics(self.uri, self.run_id,
+                                {k: v for k, v in final.items() if k not in settings}, step=step)
+            self.mr.end_run(self.uri, self.run_id, "FINISHED")
+
+    @contextlib.contextmanager
+    def closing(self):
+        """The run ends FAILED (KILLED on an interrupt) when training does not finish."""
+        try:
+            yield
+        except BaseException as err:
+            if self.run_id:
+                status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+                self.mr.end_run(self.uri, self.run_id, status)
+            raise
+
+
 def train_from_args(args: argparse.Namespace) -> int:
     from mona_tune.cache import atomic_path
+    from mona_tune.config import check_scale
     from mona_tune.train.trainer import CHECKPOINT_FILE, Trainer
 
     from mona_tune.tasks import get_task
     from mona_tune.tasks.registry import check_fields
+    from mona_tune.train.provenance import announce
 
     cfg = build_config(args)
     check_fields(get_task(cfg.task), cfg.model_fields_set, f"train --task {cfg.task}")
+    check_scale(cfg, f"train --task {cfg.task}")
     out: Path | None = args.out
     _check_places(cfg, out)
     if args.resume and out is None:
@@ -157,10 +210,12 @@ def train_from_args(args: argparse.Namespace) -> int:
                         "or choose another --out")
 
     progress = None if args.quiet else _progress(cfg)
+    tracked = _Tracked(args.tracking_uri)
 
     def on_epoch(trainer, metrics):
         if progress:
             progress(trainer, metrics)
+        tracked.epoch(trainer, metrics)
         if ckpt is not None:
             trainer.save_checkpoint(ckpt)
 
@@ -182,7 +237,10 @@ def train_from_args(args: argparse.Namespace) -> int:
             print(f"nothing to resume in {out}; starting a new run", file=sys.stderr, flush=True)
         trainer = Trainer(cfg, callback=on_epoch)
 
-    final = _json_safe(trainer.fit())
+    tracked.start(trainer, announce(trainer))
+    with tracked.closing():
+        final = _json_safe(trainer.fit())
+        tracked.finish(final)
     if out is not None:
         with atomic_path(out / "final.json") as tmp:
             tmp.write_text(json.dumps(final, indent=1) + "\n")

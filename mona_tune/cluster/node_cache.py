@@ -22,24 +22,27 @@ _SKIP = (".lock", "lock")
 
 def fill_caches(cfg_values: dict) -> tuple[dict, dict[str, bytes]]:
     """Load the task data and the source model of ``cfg_values`` (the search's fixed fields) into
-    this node's cache; returns the seconds each took (and the bytes cached), and the files of the
-    cache entries used (relative path -> bytes)."""
+    this node's cache; returns the seconds each took (and the bytes cached, and under
+    ``provenance`` what the search trains on: train/provenance.py), and the files of the cache
+    entries used (relative path -> bytes)."""
     import torch
 
     from mona_tune.cache import cache_root, used_entries
     from mona_tune.config import TrainConfig
     from mona_tune.train import loaded
+    from mona_tune.train.provenance import provenance
 
     cfg = TrainConfig(**cfg_values)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    out: dict[str, float] = {}
+    out: dict = {}
     t = time.time()
-    loaded.task_data(cfg)
+    data = loaded.task_data(cfg)
     out["data_s"] = time.time() - t
     t = time.time()
-    loaded.source_model(cfg)
+    source = loaded.source_model(cfg)
     out["source_model_s"] = time.time() - t
+    out["provenance"] = provenance(cfg, data, source)
     root = cache_root()
     files = {}
     for entry in used_entries():

@@ -168,6 +168,7 @@ class _Search:
         self.tuner = None
         self.counts: dict[str, int] = {}
         self.warm = None  # search/warm_start.py: what a warm-started search learnt
+        self.provenance: dict = {}  # what the trials train on (data, source model, source data)
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out or sys.stdout, flush=True)
@@ -218,11 +219,16 @@ class _Search:
 
     # -- data and source model into every node's cache, once
     def prepare(self) -> None:
+        from mona_tune.train.provenance import provenance_lines
+
         scfg = self.scfg
         t0 = time.time()
         prep = prepare_nodes(self.fixed, self.nodes, scfg.cpus_per_trial, scfg.gpus_per_trial,
                              timeout=scfg.prepare_timeout_s)
         self.timings["prepare_s"] = time.time() - t0
+        self.provenance = prep.pop("provenance", {})
+        for line in provenance_lines(self.provenance) if self.provenance else ():
+            self.say(f"  {line}")
         for k, v in prep.items():
             if k.endswith("_s"):
                 self.timings[f"prepare_{k}"] = float(v)
@@ -273,6 +279,7 @@ class _Search:
                   "storage": self.exp_path, "metric": self.metric, "mode": self.mode,
                   "ray_nodes": len(self.nodes)}
         params.update({f"fixed.{k}": v for k, v in self.fixed.items()})
+        params.update(self.provenance)
         if self.warm is not None:
             params.update(self.warm.params())
         return params

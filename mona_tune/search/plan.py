@@ -195,12 +195,14 @@ def _new_search(req: SearchRequest, storage: str):
     from mona_tune.cluster import storage as storage_io
     from mona_tune.search.space import dump_space, to_param_space
 
+    from mona_tune.config import TrainConfig, check_scale
+
     extra = dict(req.fixed)
     task, space_path, space, fixed = space_with_fixed(req.task, req.space, extra)
+    check_scale(TrainConfig(**fixed), f"space {space_path.name}" if "scale" in space.fixed
+                else "--set scale=paper")
     param_space = to_param_space(space, task.name, extra)
     if task.configure:  # a user's arrays: every check on the data made before Ray starts
-        from mona_tune.config import TrainConfig
-
         cfg = TrainConfig(**fixed)
         task.configure(cfg).load(cfg)
 

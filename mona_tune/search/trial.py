@@ -389,6 +389,9 @@ def train_trial(config: dict, settings: TrialSettings, *, trial_id: str, trial_n
             trainer = Trainer(cfg, callback=run.on_epoch)
             if cfg.stage1_epochs == 0:
                 run.log_embedder(trainer)
+        from mona_tune.train.provenance import announce
+
+        mr.log_params(settings.tracking_uri, run.run_id, announce(trainer))
         run.setup_s = time.perf_counter() - t_start
         final = trainer.fit()
         run.finish(trainer, final)

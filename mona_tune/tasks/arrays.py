@@ -278,8 +278,11 @@ def load_arrays(cfg) -> TaskData:
         y_norm = UnitGaussianNormalizer(ys["train"])
         decode = y_norm.decode
     info.update({f"n_{s}": len(x) for s, x in xs.items()})
+    files = {s: sp.file for s, sp in splits.items()}
+    if len(set(files.values())) == 1:  # one HDF5 file of every split
+        files = {"all": splits["train"].file}
     return TaskData(xs["train"], ys["train"], xs["val"], ys["val"], xs["test"], ys["test"],
-                    decode, info)
+                    decode, info, files)
 
 
 def _identity(t: Tensor) -> Tensor:

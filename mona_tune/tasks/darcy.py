@@ -65,7 +65,7 @@ def _inputs(a: Tensor, normalizer: UnitGaussianNormalizer, gx: np.ndarray,
 def build_task_data(a_train: np.ndarray, u_train: np.ndarray, a_test: np.ndarray,
                     u_test: np.ndarray, gx: np.ndarray, gy: np.ndarray, val_fraction: float,
                     info: dict, where: str, val: tuple[np.ndarray, np.ndarray] | None = None,
-                    val_from: str = "") -> TaskData:
+                    val_from: str = "", files: dict[str, Path] | None = None) -> TaskData:
     """Normalisers fitted on the training samples; validation = ``val`` (samples outside the
     training set, read from ``val_from``) or else the last ``val_fraction`` of the training
     samples, split off before fitting. ``info["validation"]`` says which."""
@@ -92,7 +92,7 @@ def build_task_data(a_train: np.ndarray, u_train: np.ndarray, a_test: np.ndarray
     info = {**info, "n_train": n_fit, "n_val": int(a_val.shape[0]), "validation": val_from,
             "n_test": int(a_test.shape[0]), "resolution": int(a_train.shape[-1])}
     return TaskData(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
-                    y_test=y_test, decode=u_normalizer.decode, info=info)
+                    y_test=y_test, decode=u_normalizer.decode, info=info, files=files or {})
 
 
 # ---------------------------------------------------------------- embedded data
@@ -157,7 +157,8 @@ def load_darcy(cfg) -> TaskData:
     info = {"data_source": source, "data_files": f"{train_path}, {test_path}",
             "data_format": heads[0].version, "file_resolution": heads[0].resolution}
     return build_task_data(a_train, u_train, a_test, u_test, grid, grid, cfg.val_fraction, info,
-                           str(train_path), val, val_from)
+                           str(train_path), val, val_from,
+                           files={"train": train_path, "test": test_path})
 
 
 def load_pdebench_darcy(cfg) -> TaskData:
@@ -178,7 +179,7 @@ def load_pdebench_darcy(cfg) -> TaskData:
             "file_resolution": head.resolution,
             "beta": float(f"{head.beta:.6g}") if head.beta is not None else beta}
     return build_task_data(d["a_train"], d["u_train"], d["a_test"], d["u_test"], d["x"], d["y"],
-                           cfg.val_fraction, info, str(path))
+                           cfg.val_fraction, info, str(path), files={"all": path})
 
 
 register(Task(

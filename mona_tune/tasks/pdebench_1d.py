@@ -151,12 +151,12 @@ def load_1d(task: str, cfg) -> TaskData:
             **{k: float(f"{head.attrs.get(a, params[k]):.6g}")
                for k, a in zip(fam.params, fam.attrs)}}
     return build_1d_task_data(d["u0_train"], d["ut_train"], d["u0_test"], d["ut_test"],
-                              cfg.val_fraction, info, str(path))
+                              cfg.val_fraction, info, str(path), files={"all": path})
 
 
 def build_1d_task_data(u0_train: np.ndarray, ut_train: np.ndarray, u0_test: np.ndarray,
                        ut_test: np.ndarray, val_fraction: float, info: dict,
-                       where: str) -> TaskData:
+                       where: str, files: dict[str, Path] | None = None) -> TaskData:
     """Validation = the last ``val_fraction`` of the training samples, split off before the
     normalisers are fitted on the rest."""
     n = u0_train.shape[0]
@@ -179,7 +179,7 @@ def build_1d_task_data(u0_train: np.ndarray, ut_train: np.ndarray, u0_test: np.n
             "validation": f"the last {n_val} of {n} training samples (val_fraction "
                           f"{val_fraction:g})", "resolution": int(u0_train.shape[-1])}
     return TaskData(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
-                    y_test=y_test, decode=y_norm.decode, info=info)
+                    y_test=y_test, decode=y_norm.decode, info=info, files=files or {})
 
 
 _EQUATIONS = {

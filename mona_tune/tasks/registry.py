@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from torch import Tensor
@@ -39,6 +40,9 @@ class TaskData:
     y_test: Tensor
     decode: Callable[[Tensor], Tensor]
     info: dict = field(default_factory=dict)  # files read, counts, resolution: logged as params
+    # the data files read, by the split they hold ("all": one file of every split); their
+    # sizes and hashes are the run's provenance (train/provenance.py)
+    files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -269,6 +269,21 @@ def _log_params(client, run_id: str, values: dict[str, Any]) -> None:
         retrying(client.log_batch, run_id, params=params[i:i + 100])
 
 
+def log_params(tracking_uri: str, run_id: str, values: dict[str, Any]) -> None:
+    """Params added to a run (a key logged again must keep its value)."""
+    _log_params(get_client(tracking_uri), run_id, values)
+
+
+def start_train_run(tracking_uri: str, experiment_id: str, *, task: str,
+                    params: dict[str, Any]) -> str:
+    """The run of one ``mona-tune train`` (role ``train``: ``best`` ranks trials only)."""
+    client = get_client(tracking_uri)
+    tags = {TAG_ROLE: "train", TAG_TASK: task}
+    run = retrying(client.create_run, experiment_id, tags=tags, run_name=f"train-{task}")
+    _log_params(client, run.info.run_id, {**params, **code_version()})
+    return run.info.run_id
+
+
 def start_parent_run(tracking_uri: str, experiment_id: str, *, name: str, task: str,
                      params: dict[str, Any], space_yaml: str) -> str:
     """Create the parent run of a search; returns its id."""

@@ -85,6 +85,15 @@ ROWS: dict[str, Row] = {
     "train first-order": Row(f"train {TINY} --first-order --method emb",
                              "first_order applies only"),
     "train epochs type": Row(f"train {TINY} --epochs many", "invalid int value"),
+    "train scale paper": Row(f"train --config {{in}}/paper.yaml --out {{row}}/run --tracking-uri "
+                             "sqlite:///{row}/mlflow.db", "train --task darcy declares scale: "
+                             "paper, but this run would train on generated data (no --data-dir "
+                             "DIR), the embedded 0.3 M-parameter Swin (no --source-model NAME), "
+                             "the embedded digits (no --source-data cifar10:DIR or text:FILE)"),
+    "train scale paper fractals": Row(f"train {TINY} --scale paper --data-dir {{in}} "
+                                      "--source-model swin_tiny_patch4_window7_224 --source-data "
+                                      "fractals --out {row}/run", "would train on the embedded "
+                                      "fractals (--source-data fractals, not cifar10:DIR"),
     "train config missing": Row("train --config {in}/missing.yaml", "not found"),
     "train config bad yaml": Row("train --config {in}/bad-yaml.yaml", "not valid YAML"),
     "train config unknown field": Row("train --config {in}/lamda.yaml", "lamda"),
@@ -140,6 +149,10 @@ ROWS: dict[str, Row] = {
                                    "{in}/a-file/sub"),
     # ---- search: flags, before Ray starts
     "search task": Row(f"{SEARCH} --task nosuchtask", "unknown task 'nosuchtask'"),
+    "search paper space on the toy": Row(f"{SEARCH} --space darcy-paper --source-model "
+                                         "swin_tiny_patch4_window7_224", "space darcy-paper.yaml "
+                                         "declares scale: paper, but this run would train on "
+                                         "generated data (no --data-dir DIR), the embedded digits"),
     "search sampler": Row(f"{SEARCH} --search grid", "invalid choice: 'grid'"),
     "search num-samples": Row(f"{SEARCH} --num-samples 0", "--num-samples 0"),
     "search num-samples type": Row(f"{SEARCH} --num-samples two", "invalid int value"),
@@ -214,6 +227,7 @@ def _make_inputs(d: Path) -> None:
     (d / "empty.db").write_bytes(b"")
     (d / "tiny.yaml").write_text("n_train: 24\nn_test: 8\nbatch_size: 8\nsource_batch_size: 8\n"
                                  "probe_samples: 40\nnum_threads: 1\ndevice: cpu\nepochs: 3\n")
+    (d / "paper.yaml").write_text((d / "tiny.yaml").read_text() + "scale: paper\n")
     (d / "bad-yaml.yaml").write_text("lam: [unclosed\n")
     (d / "lamda.yaml").write_text("lamda: 0.5\n")
     (d / "space-bad-yaml.yaml").write_text("searched:\n  lam: {uniform: [0, 1]\n")

@@ -638,6 +638,7 @@ def slurm_env(tmp_path):
     (home / ".ray").mkdir()
     (home / ".ray" / "auth_token").write_text("t" * 32)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "DARCY_DIR": "/data/darcy",
+           "CIFAR_DIR": "/data/cifar-10-batches-py", "SWIN_WEIGHTS": "/data/swin.safetensors",
            "SLURM_JOB_NODELIST": "node[1-2]", "SLURMD_NODENAME": "node1",
            "SLURM_CPUS_PER_TASK": "16", "SLURM_GPUS_PER_NODE": "a100:4", "SLURM_JOB_ID": "42",
            "RAY_HEAD_IP": "10.0.0.1"}
@@ -669,10 +670,13 @@ def test_slurm_script_starts_the_cluster_server_and_search(slurm_env):
     assert search.tracking_uri == f"http://10.0.0.1:{server.port}"
     assert search.address == "10.0.0.1:6379"
     assert search.storage == f"{tmp_path}/runs" and search.name == "darcy-paper-42"
+    assert (search.fix_data_dir, search.fix_source_data, search.fix_weights) == (
+        "/data/darcy", "cifar10:/data/cifar-10-batches-py", "/data/swin.safetensors")
 
     log.write_text("")
     (tmp_path / "mona-tracking-server.argv").unlink()
-    env = {k: v for k, v in env.items() if k != "DARCY_DIR"}  # a resumed search keeps its own
+    inputs = ("DARCY_DIR", "CIFAR_DIR", "SWIN_WEIGHTS")  # a resumed search keeps its own
+    env = {k: v for k, v in env.items() if k not in inputs}
     r = _run_slurm(tmp_path, env, MLFLOW_TRACKING_URI="http://mlflow.example:5000",
                    SEARCH_NAME="darcy-paper-7", RESUME="1")
     assert r.returncode == 0, r.stderr
@@ -735,3 +739,48 @@ def test_the_command_line_check_can_fail():
         parse_mona(["search", "--storage", "/r", "--bogus", "1"])
     assert mona_commands_in_text('nohup ~/v/bin/mona-tune tracking-server --port "$P" > l &') == \
         [["tracking-server", "--port", "1"]]
+
+
+# ---------------------------------------------------------------- paper searches: real inputs
+README = ROOT / "README.md"
+
+
+def _paper_space(args) -> bool:
+    """The search runs a packaged space that declares ``scale: paper``."""
+    from mona_tune.search.space import load_space, packaged_spaces
+
+    path = packaged_spaces().get(str(args.space).removesuffix(".yaml"))
+    return path is not None and load_space(path, args.task).fixed.get("scale") == "paper"
+
+
+def paper_searches() -> list[tuple[str, object]]:
+    lines = all_mona_command_lines()
+    lines += [(README.name, a) for para in markdown_text(README) for a in mona_commands_in_text(para)]
+    return [(w, args) for w, a in lines if a[0] == "search" and "--space" in a
+            for args in [parse_mona(a)] if _paper_space(args)]
+
+
+def test_every_packaged_paper_space_declares_scale_paper():
+    from mona_tune.search.space import load_space
+
+    spaces = sorted((ROOT / "mona_tune" / "search_spaces").glob("*-paper.yaml"))
+    assert "darcy-paper.yaml" in {p.name for p in spaces}
+    for path in spaces:
+        assert load_space(path, None).fixed.get("scale") == "paper", path.name
+
+
+def test_every_paper_search_passes_the_real_data_model_and_source_data():
+    """A recipe that runs a paper space gives --data-dir, --source-model with --weights (cluster
+    nodes are often offline) and CIFAR-10 as the source data: none trains the toy."""
+    from mona_tune.cli.search import search_request
+    from mona_tune.config import TrainConfig, toy_inputs
+
+    found = paper_searches()
+    where = {w.split()[0] for w, _ in found}
+    assert {"rayjob.yaml", "raycluster.yaml", "compose.yaml", "ray-onprem.yaml",
+            "slurm-ray.sbatch", "README.md"} <= where, where
+    for w, args in found:
+        fixed = search_request(args).fixed
+        assert toy_inputs(TrainConfig(**fixed)) == [], f"{w}: {fixed}"
+        assert fixed["source_data"].startswith("cifar10:"), f"{w}: {fixed}"
+        assert fixed.get("weights"), f"{w}: no --weights"

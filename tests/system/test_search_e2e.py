@@ -240,6 +240,19 @@ def test_search_a_1d_task_on_a_language_source_model(ray_address, faults_file, t
     assert run.data.params["source_model"] == "roberta-base"
     assert run.data.params["source_data"] == f"text:{text}"
     assert run.data.metrics["source_probe_error"] >= 0 and run.data.metrics["test_nrmse"] > 0
+    # what the trial and the driver trained on: the weights folder and the text file hashed
+    import hashlib
+
+    from mona_tune.cache import path_sha256
+
+    prov = {k: v for k, v in run.data.params.items() if k.startswith(("data.", "source."))}
+    assert prov["source.weights_sha256"] == path_sha256(weights)
+    assert prov["source.data_sha256"] == hashlib.sha256(text.read_bytes()).hexdigest()
+    assert prov["source.data"] == "text" and prov["source.data_path"] == str(text)
+    assert prov["data.all_file"].endswith(".hdf5") and prov["data.n_test"] == "4"
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`mona.role` = 'search'")
+    assert {k: parent.data.params[k] for k in prov} == prov
+    assert f"sha256 {prov['data.all_sha256']}" in out
 
 
 @pytest.mark.parametrize("kind", ["dense", "classes"])

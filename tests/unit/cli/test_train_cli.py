@@ -216,3 +216,54 @@ def test_your_own_arrays_dense_and_classes(capsys, tmp_path):
     code, _, err = run(capsys, "--task", "arrays", "--epochs", "1")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "task arrays needs --data-dir" in err
+
+
+def test_provenance_params_land_in_mlflow_and_hashes_come_from_the_cache(capsys, tiny_yaml,
+                                                                         tmp_path):
+    """A tracked run logs what it trains on; a second run takes the data file's hash from the
+    cache (an entry changed on purpose shows through) and a changed file is hashed again."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    import mlflow
+
+    from mona_tune import cache
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def params_of_run(*argv):
+        code, _, err = run(capsys, "--config", tiny_yaml, "--epochs", "1", "--warmup-epochs",
+                           "0", "--quiet", "--tracking-uri", uri, *argv)
+        assert code == 0, err
+        runs = mlflow.MlflowClient(uri).search_runs(
+            [mlflow.MlflowClient(uri).get_experiment_by_name("mona-tune-darcy").experiment_id],
+            order_by=["attributes.start_time DESC"])
+        assert runs[0].info.status == "FINISHED" and runs[0].data.tags["mona.role"] == "train"
+        return runs[0].data.params, err
+
+    params, err = params_of_run()
+    train_file = Path(params["data.train_file"])
+    want = hashlib.sha256(train_file.read_bytes()).hexdigest()
+    assert params["data.train_sha256"] == want
+    assert params["data.train_bytes"] == str(train_file.stat().st_size)
+    assert params["data.test_sha256"] == hashlib.sha256(
+        Path(params["data.test_file"]).read_bytes()).hexdigest()
+    assert (params["data.n_train"], params["data.n_val"], params["data.n_test"]) == ("22", "2",
+                                                                                     "8")
+    assert params["data.dir"] == "embedded (generated)"
+    assert params["source.model"].startswith("embedded-swin-")
+    assert params["source.weights_sha256"] == "embedded" and params["source.data"] == "digits"
+    assert params["scale"] == ""  # not declared
+    assert f"train file {train_file} ({train_file.stat().st_size} bytes, sha256 {want})" in err
+
+    # the cache entry of the file, altered: the next run reports what the cache says
+    (entry,) = [e for e in cache.cache_dir("file-hashes").glob("*.json")
+                if json.loads(e.read_text())["path"] == str(train_file.resolve())]
+    entry.write_text(entry.read_text().replace(want, "c" * 64))
+    params, _ = params_of_run("--seed", "1")
+    assert params["data.train_sha256"] == "c" * 64
+    # the file touched (a new mtime): hashed again
+    st = train_file.stat()
+    os.utime(train_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert cache.file_sha256(train_file) == want

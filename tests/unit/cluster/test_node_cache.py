@@ -95,7 +95,9 @@ def test_fill_caches_loads_and_ships_the_entries_used(fast_source, mona_cache):
     assert not shipped & {"lock", "x.part", "y.lock"}
     assert all(files[k] == (mona_cache / k).read_bytes() for k in files)
     assert out["cache_bytes"] == sum(len(b) for b in files.values())
-    assert set(out) == {"data_s", "source_model_s", "cache_bytes"}
+    assert set(out) == {"data_s", "source_model_s", "cache_bytes", "provenance"}
+    assert out["provenance"]["source.data"] == "digits"  # what the driver logs (provenance.py)
+    assert not any("file-hashes" in k for k in files), "the hash cache stays on its node"
     assert 0 <= out["data_s"] < 5 and 0 <= out["source_model_s"] < 5  # both found in memory
 
 
@@ -136,7 +138,7 @@ def test_prepare_nodes_on_a_real_ray(local_ray, fast_source, mona_cache):
     assert timings["nodes"] == 2 and timings["nodes_filled"] == 0
     assert timings["cache_bytes"] == sum(p.stat().st_size for p in _entry_files(mona_cache))
     assert set(timings) == {"data_s", "source_model_s", "cache_bytes", "copy_s", "nodes",
-                            "nodes_filled", "prepared_on"}
+                            "nodes_filled", "prepared_on", "provenance"}
     alone = node_cache.prepare_nodes(FIXED, [node], 1, 0)
     assert alone["nodes"] == 1 and alone["prepared_on"] == node.label
     assert "copy_s" not in alone and "nodes_filled" not in alone
