@@ -34,19 +34,6 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run_plan_command)
 
 
-def costliest_config(fixed: dict, searched: dict):
-    """The TrainConfig of the costliest trial: ``fixed``, and each numeric searched field at the
-    largest value its distribution takes (a choice of other values: its first)."""
-    from mona_tune.config import TrainConfig
-
-    values = dict(fixed)
-    for name, dist in searched.items():
-        extremes = dist.extremes()
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in extremes)
-        values[name] = max(extremes) if numeric else extremes[0]
-    return TrainConfig(**values)
-
-
 def random_weights_file(name: str) -> str:
     """timm's ``name`` with random weights, written once into the cache (``--weights``)."""
     import timm
@@ -67,7 +54,7 @@ def random_weights_file(name: str) -> str:
 def plan(args) -> dict:
     from mona_tune.cli.search import extra_fixed
     from mona_tune.search import capacity
-    from mona_tune.search.plan import space_with_fixed
+    from mona_tune.search.plan import costliest_config, space_with_fixed
     from mona_tune.train.footprint import measure
 
     task, space_path, space, fixed = space_with_fixed(args.task, args.space, extra_fixed(args))

@@ -220,9 +220,52 @@ def _new_search(req: SearchRequest, storage: str):
         raise MonaError(f"--name {name}: {exp} already exists; add --resume to continue it or "
                         "choose another name")
     _check_places(req, storage, tracking_uri, fixed)
+    _check_gpu_fit(req, fixed, space)
     if extra:
         space = space.model_copy(update={"fixed": {**space.fixed, **extra}})
     return scfg, space, param_space, dump_space(space), False
+
+
+def _check_gpu_fit(req: SearchRequest, fixed: dict, space) -> None:
+    """On a GPU machine, a fractional ``--gpus-per-trial`` is checked against the costliest
+    trial's measured peak memory (one line when it does not fit), before Ray starts. The
+    measurement runs in a child process, so that this one holds no CUDA context afterwards."""
+    import multiprocessing
+
+    import torch
+
+    if not (0 < req.gpus_per_trial < 1) or not torch.cuda.is_available():
+        return
+    from mona_tune.search.capacity import check_gpus_per_trial
+    from mona_tune.train.footprint import Footprint
+
+    cfg = costliest_config(fixed, space.searched)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        measured = pool.apply(_measure, (cfg.model_dump(),))
+    fp = Footprint(**measured)
+    print(f"one trial measured on {fp.device}: {fp.reserved_bytes / 2**30:.1f} GiB at its peak",
+          flush=True)
+    check_gpus_per_trial(fp, req.gpus_per_trial)
+
+
+def _measure(cfg: dict) -> dict:
+    from mona_tune.config import TrainConfig
+    from mona_tune.train.footprint import measure
+
+    return measure(TrainConfig(**cfg), steps=1).as_dict()
+
+
+def costliest_config(fixed: dict, searched: dict):
+    """The TrainConfig of the costliest trial: ``fixed``, and each numeric searched field at the
+    largest value its distribution takes (a choice of other values: its first)."""
+    from mona_tune.config import TrainConfig
+
+    values = dict(fixed)
+    for name, dist in searched.items():
+        extremes = dist.extremes()
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in extremes)
+        values[name] = max(extremes) if numeric else extremes[0]
+    return TrainConfig(**values)
 
 
 def _search_config(req: SearchRequest, space, **given):

@@ -64,9 +64,21 @@ def _reporter(metric: str, mode: str, searched: list[str], total: int):
                        max_progress_rows=40, max_column_length=16)
 
 
-def _trainable(settings: TrialSettings, cpus: float, gpus: float):
+def _trainable(settings: TrialSettings, cpus: float, gpus: float, max_concurrent: int = 1):
+    """The trial function with its resources: ``gpus`` raised where that spreads the trials
+    running at once over all GPUs of the cluster (:func:`capacity.spread_gpus_per_trial`)."""
+    import ray
     from ray import tune
 
+    from mona_tune.search.capacity import spread_gpus_per_trial
+
+    if ray.is_initialized() and 0 < gpus < 1:
+        spread = spread_gpus_per_trial(gpus, max_concurrent,
+                                       ray.cluster_resources().get("GPU", 0))
+        if spread != gpus:
+            print(f"GPUs per trial: {spread:g} instead of {gpus:g}, so that {max_concurrent} "
+                  "trials at once spread over every GPU", flush=True)
+            gpus = spread
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                resources={"cpu": cpus, "gpu": gpus})
 
@@ -104,7 +116,8 @@ def build_tuner(scfg: SearchConfig, param_space: dict, settings: TrialSettings, 
         callbacks=[StopWhenStorageFull()],
         verbose=scfg.verbose,
     )
-    return tune.Tuner(_trainable(settings, scfg.cpus_per_trial, scfg.gpus_per_trial),
+    return tune.Tuner(_trainable(settings, scfg.cpus_per_trial, scfg.gpus_per_trial,
+                                 scfg.max_concurrent),
                       param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -113,7 +126,7 @@ def restore_tuner(experiment_path: str, settings: TrialSettings, scfg: SearchCon
 
     return tune.Tuner.restore(experiment_path,
                               trainable=_trainable(settings, scfg.cpus_per_trial,
-                                                   scfg.gpus_per_trial),
+                                                   scfg.gpus_per_trial, scfg.max_concurrent),
                               resume_unfinished=True, resume_errored=True)
 
 
