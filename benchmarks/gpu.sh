@@ -18,7 +18,9 @@ out=${GPU_CHECK_OUT:-$(mktemp -d)}
 mkdir -p "$out"
 
 # a check.json already in GPU_CHECK_OUT (an earlier run's) is kept: only the search runs again
-[ -s "$out/check.json" ] || "$PY" benchmarks/gpu_check.py "${DRY[@]}" --out "$out/check.json" >&2
+# GPU_CHECK_ARGS: more flags of gpu_check.py (e.g. "--steps 1 --pack-seconds 1")
+[ -s "$out/check.json" ] || "$PY" benchmarks/gpu_check.py "${DRY[@]}" ${GPU_CHECK_ARGS:-} \
+  --out "$out/check.json" >&2
 
 # the paper space, shortened: 3 trials, 2 stage-2 epochs, 64 generated training samples
 "$PY" - "$out" "${DRY[@]}" <<'EOF'

@@ -29,6 +29,7 @@ BENCHMARKS = [
     ("generation_1d.py", [], "PDEBench 1D generators: samples/s per family and resolution"),
     ("data_at_scale.py", [], "FNO 421x421 file: first read on a node vs a later (cache)"),
     ("step_cost.py", [], "MoNA stage-1 step time over a plain fine-tuning step"),
+    ("paper_size_cpu.py", [], "Swin-Base at 224, 4 target / 32 source: step time and memory on the CPU"),
     ("tuning_overhead.py", [], "search wall time over the ideal, per-trial fixed cost"),
     ("search_schedulers.py", [], "ASHA vs FIFO vs random: best metric and epochs spent"),
     ("warm_start.py", [], "warm start vs cold after n_train changed: epochs to the cold best"),
