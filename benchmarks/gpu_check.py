@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,20 +76,14 @@ def _sync(device: str):
 def timed(fn, steps: int, device: str) -> tuple[float, int]:
     """Median seconds of ``fn`` over ``steps`` calls after one warm-up call, and the peak bytes
     allocated while they ran (CUDA; 0 on the CPU)."""
-    sync, cuda = _sync(device), device.startswith("cuda")
+    from mona_tune.train.footprint import median_seconds
+
+    cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(steps + 1):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        if i:
-            times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() if cuda else 0
-    return statistics.median(times), int(peak)
+    seconds = median_seconds(fn, steps, _sync(device))
+    return seconds, int(torch.cuda.max_memory_allocated() if cuda else 0)
 
 
 def step_fns(t, x, y) -> dict:

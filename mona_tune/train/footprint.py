@@ -44,7 +44,22 @@ class Footprint:
         return asdict(self)
 
 
-def _median_seconds(fn, steps: int, sync) -> float:
+def saved_activation_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass while ``fn`` runs (a step's
+    activations: its memory above the model and optimiser states, on any device)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def median_seconds(fn, steps: int, sync=lambda: None) -> float:
     """Median wall time of ``fn`` over ``steps`` calls after one warm-up call."""
     times = []
     for i in range(steps + 1):
@@ -83,10 +98,10 @@ def measure(cfg: TrainConfig, steps: int = 2) -> Footprint:
     x, y = t.x_train[:b], t.y_train[:b]
     stage1 = None
     if cfg.stage1_epochs > 0:
-        stage1 = _median_seconds(lambda: t.stage1_step(x, y), steps, sync)
-    stage2 = _median_seconds(lambda: t.stage2_step(x, y), steps, sync)
+        stage1 = median_seconds(lambda: t.stage1_step(x, y), steps, sync)
+    stage2 = median_seconds(lambda: t.stage2_step(x, y), steps, sync)
     xv = t.x_val[:b]
-    evaluate = _median_seconds(lambda: t.evaluate(xv, t.y_val[:b]), steps, sync) / len(xv)
+    evaluate = median_seconds(lambda: t.evaluate(xv, t.y_val[:b]), steps, sync) / len(xv)
     if cuda:
         peak = torch.cuda.max_memory_allocated(t.device)
         reserved = torch.cuda.max_memory_reserved(t.device)

@@ -9,6 +9,7 @@ import torch
 from test_stage1_gradient import mse, tiny_problem
 
 from mona_tune.config import TrainConfig
+from mona_tune.train.footprint import saved_activation_bytes
 from mona_tune.train.stage1 import mona_gradient
 from mona_tune.train.trainer import Trainer
 
@@ -52,26 +53,12 @@ def test_checkpointing_gives_the_same_stage2_gradient():
     assert rel_error(again, plain) < 1e-6
 
 
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd saves for the backward pass while ``fn`` runs."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 def test_checkpointing_keeps_fewer_activations():
     model, x, y, xs, ys = tiny_problem(torch.float32)
     stage2 = lambda: mse(model(x), y)  # noqa: E731
-    plain = saved_bytes(stage2)
+    plain = saved_activation_bytes(stage2)
     model.encoder.grad_checkpointing = True
-    assert saved_bytes(stage2) < 0.5 * plain
+    assert saved_activation_bytes(stage2) < 0.5 * plain
 
 
 @pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
