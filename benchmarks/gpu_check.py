@@ -11,7 +11,7 @@ MoNA's step over a fine-tuning step at batch 16 (equal and paper source batches)
     python benchmarks/gpu_check.py [--steps 5] [--dry-run]
 
 ``--dry-run`` runs everything on the CPU with a tiny Swin and tiny batches (the test suite does,
-``tests/unit/benchmarks``), so that the script is known to work before a GPU is at hand.
+``tests/system/test_gpu_check.py``), so that the script is known to work before a GPU is at hand.
 Run through ``benchmarks/gpu.sh`` on a CUDA machine.
 """
 
