@@ -38,5 +38,4 @@ def test_the_comment_gives_the_full_command():
                  "--source-model swin_base_patch4_window7_224.ms_in22k", "--weights ",
                  "--data-dir ", "--source-data cifar10:"):
         assert flag in text, flag
-    # declared paper scale: a comment until the space model has the key
-    assert "# scale: paper" in text or yaml.safe_load(text).get("scale") == "paper"
+    assert yaml.safe_load(text)["fixed"]["scale"] == "paper"  # no silent toy
