@@ -5,8 +5,9 @@ checkpointing) and one stage-2 step, at the paper's 4 target and 32 source image
 
 Each variant runs in its own process under an address-space limit (``--limit-gib``), so that one
 that would not fit fails alone and is reported as such; the figures are the time of one step after
-one warm-up step, and the process's peak resident memory (everything a trial holds: torch, the
-data, the source and target models, the optimiser states and the step's activations).
+one warm-up step (``--steps 1``: the first step alone), and the process's peak resident memory
+(everything a trial holds: torch, the data, the source and target models, the optimiser states
+and the step's activations).
 
     python benchmarks/paper_size_cpu.py [--limit-gib 16] [--threads 2] [--json FILE]
 """
@@ -32,8 +33,9 @@ VARIANTS = [  # name, stage, first order, gradient checkpointing
 ]
 
 
-def one_variant(index: int, threads: int, batch: int, source_batch: int) -> dict:
-    """Runs in the child: build the trial, one warm-up step, one timed step."""
+def one_variant(index: int, threads: int, batch: int, source_batch: int, steps: int) -> dict:
+    """Runs in the child: build the trial and time ``steps`` steps (the first one includes the
+    optimiser's state allocation)."""
     from mona_tune.cli.plan import random_weights_file
     from mona_tune.config import TrainConfig
     from mona_tune.train.trainer import Trainer
@@ -50,11 +52,11 @@ def one_variant(index: int, threads: int, batch: int, source_batch: int) -> dict
     x, y = t.x_train[:batch], t.y_train[:batch]
     step = (lambda: t.stage1_step(x, y)) if stage == 1 else (lambda: t.stage2_step(x, y))
     times = []
-    for _ in range(2):
+    for _ in range(steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return {"variant": name, "build_s": build, "first_step_s": times[0], "step_s": times[1],
+    return {"variant": name, "build_s": build, "first_step_s": times[0], "step_s": times[-1],
             "rss_after_build_gib": rss_built,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
@@ -62,7 +64,8 @@ def one_variant(index: int, threads: int, batch: int, source_batch: int) -> dict
 def run_child(index: int, args) -> dict:
     limit = int(args.limit_gib * 2**30)
     cmd = [sys.executable, __file__, "--child", str(index), "--threads", str(args.threads),
-           "--batch", str(args.batch), "--source-batch", str(args.source_batch)]
+           "--batch", str(args.batch), "--source-batch", str(args.source_batch),
+           "--steps", str(args.steps)]
 
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -85,12 +88,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--source-batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=2, help="steps per variant (the last is timed)")
     ap.add_argument("--only", type=int, nargs="*", default=None, help="variant indices")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        print(json.dumps(one_variant(args.child, args.threads, args.batch, args.source_batch)))
+        print(json.dumps(one_variant(args.child, args.threads, args.batch, args.source_batch,
+                                     args.steps)))
         return
     rows = []
     for i in (args.only if args.only is not None else range(len(VARIANTS))):
@@ -99,7 +104,7 @@ def main() -> None:
     print(f"{ARCH} at 224, batch {args.batch} target / {args.source_batch} source, CPU, "
           f"{args.threads} threads, each variant in its own process limited to "
           f"{args.limit_gib:g} GiB")
-    print("| variant | step s (first) | peak resident GiB (after build) |")
+    print("| variant | step s (first step s) | peak resident GiB (after build) |")
     print("| --- | --- | --- |")
     for r in rows:
         if "error" in r:
