@@ -472,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="pairs of searches, in the order library-hand, hand-library, ...")
     p.add_argument("--hand-reuse-actors", action="store_true",
                    help="the hand-written search reuses actors (Tune's default: it does not)")
+    p.add_argument("--paths", nargs="+", choices=["library", "hand"], default=["library", "hand"],
+                   help="one path alone (profiling): no ratio to the other, nothing recorded")
     p.add_argument("--out", type=Path, default=OUT, help="storage and MLflow stores")
     p.add_argument("--no-record", action="store_true", help="leave results.json alone")
     args = p.parse_args(argv)
@@ -487,15 +489,15 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.time()
     for i in range(args.repeats):
         order = ("library", "hand") if i % 2 == 0 else ("hand", "library")
-        for path in order:
+        for path in (x for x in order if x in args.paths):
             name = f"peer-{path}-{stamp}-{i + 1}"
             r = (run_library if path == "library" else run_hand)(out, name, args)
             by_path[path].append(r)
             print(f"  {name}: search {r['search_wall']:.1f}s, trials {r['trials_wall']:.1f}s, "
                   f"train {r['train']:.1f}s, load {os.getloadavg()[0]:.2f}", file=sys.stderr,
                   flush=True)
-    counts = {"library": mlflow_counts(f"sqlite:///{out / 'library' / 'mlflow.db'}"),
-              "hand": mlflow_counts(f"sqlite:///{out / 'hand' / 'mlflow.db'}")}
+    by_path = {k: v for k, v in by_path.items() if v}
+    counts = {k: mlflow_counts(f"sqlite:///{out / k / 'mlflow.db'}") for k in by_path}
     if args.repeats > 1:  # the stores hold every repeat: per search
         counts = {k: {kk: round(vv / args.repeats, 1) for kk, vv in c.items()}
                   for k, c in counts.items()}
@@ -504,7 +506,6 @@ def main(argv: list[str] | None = None) -> int:
     mean = {path: {k: _mean(rows, k) for k in rows[0]
                    if isinstance(rows[0][k], (int, float)) or rows[0][k] is None}
             for path, rows in by_path.items()}
-    lib, hand = mean["library"], mean["hand"]
     print(f"{args.num_samples} trials per search, {CONCURRENCY} at a time (1 CPU each); space "
           f"search_spaces/darcy.yaml at n_train {args.n_train} (epochs 6, batch 16, "
           f"warmup_epochs 0-2); ASHA on stage2_epoch (grace 1, rf 2, max_t 6); Optuna TPE seed "
@@ -512,9 +513,15 @@ def main(argv: list[str] | None = None) -> int:
           f"repeat(s); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
           f"{time.time() - t_all:.0f} s")
     print_table(by_path, counts)
-    for r in by_path["library"]:
+    for r in by_path.get("library", []):
         print("  library phases: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f}s"
                                                for k, v in r["phases"].items()))
+    if len(mean) < 2:
+        r = next(iter(mean.values()))
+        print(f"headline: {args.paths[0]} alone: {r['ratio_trials']:.2f}x its ideal, "
+              f"{r['fixed_per_trial']:.2f} s fixed per trial")
+        return 0
+    lib, hand = mean["library"], mean["hand"]
     command = "python benchmarks/peer_search.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     if not args.no_record:
