@@ -21,8 +21,9 @@ shown apart), of the trials phase (``Tuner.fit``), the trainers' own training se
 trial: its final ``seconds`` less its per-epoch callbacks; a trial ASHA stopped: the sum of its
 epochs' ``epoch_seconds``), the ideal (that sum / 2 slots), the fixed cost per trial
 ((trials wall x 2 - training) / trials) and, where a worker process ran several trials, the fixed
-cost per trial after the worker's first (each trial's end taken from its ``result.json``), and
-what each path recorded in MLflow.
+cost per trial after the worker's first (each trial's end taken from the end of its MLflow run),
+the slot left idle at the end (no trial left to start; part of the fixed cost), and what each
+path recorded in MLflow (counted with the MlflowClient).
 
     python benchmarks/peer_search.py [--n-train 400] [--num-samples 8] [--repeats 1]
 
@@ -297,6 +298,9 @@ def summarise(path: str, trials: dict, search_wall: float, trials_wall: float,
     train = sum(t["train"] for t in trials.values())
     ideal = train / CONCURRENCY
     later_cost, later = fixed_after_first(trials)
+    ends = sorted(t["end"] for t in trials.values() if t["end"])
+    # one slot idle at the end: from the second-to-last trial's end to the last's (no trial left)
+    tail = ends[-1] - ends[-2] if len(ends) == n and n > 1 else None
     return {"path": path, "trials": n,
             "completed": sum(t["completed"] for t in trials.values()),
             "epochs": sum(len(t["rows"]) for t in trials.values()),
@@ -304,7 +308,7 @@ def summarise(path: str, trials: dict, search_wall: float, trials_wall: float,
             "ray_start": ray_start, "search_wall": search_wall, "trials_wall": trials_wall,
             "train": train, "ideal": ideal, "ratio_trials": trials_wall / ideal,
             "fixed_per_trial": (trials_wall * CONCURRENCY - train) / max(n, 1),
-            "fixed_after_first": later_cost, "later_trials": later}
+            "fixed_after_first": later_cost, "later_trials": later, "tail": tail}
 
 
 def mlflow_counts(uri: str) -> dict:
@@ -422,13 +426,14 @@ def _fmt(v, spec=".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def print_table(by_path: dict[str, list[dict]], counts: dict[str, dict]) -> None:
+def print_table(by_path: dict[str, list[dict]], counts: dict[str, dict], searches: int) -> None:
     cols = [("trials", "trials", "d"), ("completed", "done", "d"), ("epochs", "epochs", "d"),
             ("workers", "workers", "d"), ("ray_start", "ray s", ".1f"),
             ("search_wall", "search s", ".1f"), ("trials_wall", "trials s", ".1f"),
             ("train", "train s", ".1f"), ("ideal", "ideal s", ".1f"),
             ("ratio_trials", "trials/ideal", ".2f"), ("fixed_per_trial", "fixed s/trial", ".2f"),
-            ("fixed_after_first", "after 1st", ".2f"), ("best", METRIC, ".4f")]
+            ("fixed_after_first", "after 1st", ".2f"), ("tail", "tail s", ".1f"),
+            ("best", METRIC, ".4f")]
     print(f"{'path':8} {'run':>3} " + " ".join(f"{h:>{max(len(h), 8)}}" for _, h, _ in cols))
     for path, rows in by_path.items():
         for i, r in enumerate(rows + ([] if len(rows) < 2 else [None])):
@@ -442,8 +447,10 @@ def print_table(by_path: dict[str, list[dict]], counts: dict[str, dict]) -> None
             print(f"{path:8} {label:>3} " + " ".join(vals))
     print("(train = the trainers' own seconds; ideal = train / 2 slots; fixed s/trial = (trials "
           "wall x 2 - train) / trials; after 1st = the same per trial after a worker process's "
-          "first, '-' where every trial had a worker of its own)")
-    print("\nMLflow (last run of each path):")
+          "first, '-' where every trial had a worker of its own; tail = one slot idle at the "
+          "end, from the second-to-last trial's end to the last's, part of the fixed cost)")
+    print(f"\nMLflow: each path's store after its {searches} search(es) (the library's registered "
+          "model holds a version per search)")
     keys = ["runs", "params", "tags", "metric_keys", "metric_points", "artifacts",
             "artifact_bytes", "registered_models", "model_versions"]
     print(f"{'path':8} " + " ".join(f"{k:>17}" for k in keys))
@@ -498,9 +505,6 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     by_path = {k: v for k, v in by_path.items() if v}
     counts = {k: mlflow_counts(f"sqlite:///{out / k / 'mlflow.db'}") for k in by_path}
-    if args.repeats > 1:  # the stores hold every repeat: per search
-        counts = {k: {kk: round(vv / args.repeats, 1) for kk, vv in c.items()}
-                  for k, c in counts.items()}
     load_after = os.getloadavg()
 
     mean = {path: {k: _mean(rows, k) for k in rows[0]
@@ -512,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{SEED}; hand-written reuse_actors={args.hand_reuse_actors}; {args.repeats} "
           f"repeat(s); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
           f"{time.time() - t_all:.0f} s")
-    print_table(by_path, counts)
+    print_table(by_path, counts, args.repeats)
     for r in by_path.get("library", []):
         print("  library phases: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f}s"
                                                for k, v in r["phases"].items()))
