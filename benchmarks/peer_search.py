@@ -19,7 +19,8 @@ time with one CPU each, each on a fresh local Ray started the same way, on warm 
 Per path: wall time of the whole search (from the request to the result, Ray's start excluded and
 shown apart), of the trials phase (``Tuner.fit``), the trainers' own training seconds (a completed
 trial: its final ``seconds`` less its per-epoch callbacks; a trial ASHA stopped: the sum of its
-epochs' ``epoch_seconds``), the ideal (that sum / 2 slots), the fixed cost per trial
+epochs' ``epoch_seconds``; ``seconds`` include the pretrained encoder's probe error, computed once
+per process), the ideal (that sum / 2 slots), the fixed cost per trial
 ((trials wall x 2 - training) / trials) and, where a worker process ran several trials, the fixed
 cost per trial after the worker's first (each trial's end taken from the end of its MLflow run),
 the slot left idle at the end (no trial left to start; part of the fixed cost), and what each
