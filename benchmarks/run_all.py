@@ -31,6 +31,7 @@ BENCHMARKS = [
     ("step_cost.py", [], "MoNA stage-1 step time over a plain fine-tuning step"),
     ("paper_size_cpu.py", [], "Swin-Base at 224, 4 target / 32 source: step time and memory on the CPU"),
     ("tuning_overhead.py", [], "search wall time over the ideal, per-trial fixed cost"),
+    ("peer_search.py", [], "mona-tune search vs the same search written by hand with Ray Tune"),
     ("search_schedulers.py", [], "ASHA vs FIFO vs random: best metric and epochs spent"),
     ("warm_start.py", [], "warm start vs cold after n_train changed: epochs to the cold best"),
     ("multinode.py", [], "the same search on one node (2 CPU) and on two local nodes (2 x 1 CPU)"),
