@@ -59,7 +59,7 @@ def _pardiso_input(U: sp.spmatrix) -> sp.csr_matrix:
 
 
 class Pardiso:
-    """One PARDISO instance analysed for one pattern (upper triangle, CSR); see :func:`solve_spd`."""
+    """A PARDISO instance analysed for one pattern (upper triangle, CSR); see :func:`solve_spd`."""
 
     def __init__(self, lib: ctypes.CDLL, U: sp.csr_matrix):
         self._lib = lib
@@ -72,7 +72,8 @@ class Pardiso:
         self.iparm[1] = 0  # iparm(2): minimum degree; fewer flops than METIS on these 2D grids
         self.iparm[23] = 10  # iparm(24): the improved two-level factorisation, faster on one core
         self.iparm[34] = 1  # iparm(35): zero-based indices, as scipy stores them
-        canonical = np.where(U.indices == np.repeat(np.arange(self.n), np.diff(U.indptr)), 8.0, -1.0)
+        rows = np.repeat(np.arange(self.n), np.diff(U.indptr))
+        canonical = np.where(U.indices == rows, 8.0, -1.0)  # diagonally dominant: SPD
         self._call(11, canonical, np.zeros(self.n))  # ordering + symbolic factorisation
 
     @staticmethod

@@ -21,7 +21,9 @@ CASES = [("fno", "node", 33), ("fno", "node", 129), ("pdebench", "cell", 32),
 
 def coefficient(fmt: str, resolution: int, index: int) -> np.ndarray:
     rng = sample_rng(0, 1, index)
-    return fno_coefficient(rng, resolution) if fmt == "fno" else pdebench_coefficient(rng, resolution)
+    if fmt == "fno":
+        return fno_coefficient(rng, resolution)
+    return pdebench_coefficient(rng, resolution)
 
 
 def unknowns(u: np.ndarray, grid: str) -> np.ndarray:
