@@ -75,12 +75,18 @@ def grf_cosine(rng: np.random.Generator, s: int, alpha: float = 2.0, tau: float 
     τ^(α−1)(π²|k|² + τ²)^(−α/2), i.e. variance ∝ (π²|k|² + 9)^−2 for α = 2, τ = 3; the field is the
     orthonormal inverse DCT (MATLAB's idct2) of the scaled coefficients, with the k = 0 term zeroed.
     """
-    xi = rng.standard_normal((s, s))
-    k1, k2 = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
-    coef = tau ** (alpha - 1) * (np.pi**2 * (k1**2 + k2**2) + tau**2) ** (-alpha / 2)
-    coeffs = s * coef * xi
-    coeffs[0, 0] = 0.0
+    coeffs = _grf_scale(s, alpha, tau) * rng.standard_normal((s, s))
     return scipy.fft.idctn(coeffs, type=2, norm="ortho")
+
+
+@functools.lru_cache(maxsize=8)
+def _grf_scale(s: int, alpha: float, tau: float) -> np.ndarray:
+    """s times the standard deviation of each cosine coefficient, 0 for k = 0 (shared, read-only)."""
+    k1, k2 = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
+    scale = s * (tau ** (alpha - 1) * (np.pi**2 * (k1**2 + k2**2) + tau**2) ** (-alpha / 2))
+    scale[0, 0] = 0.0
+    scale.flags.writeable = False
+    return scale
 
 
 def fno_coefficient(rng: np.random.Generator, s: int) -> np.ndarray:
