@@ -41,11 +41,11 @@ GOALS = {"generator_samples_per_s_85": (">=", 100.0), "generator_samples_per_s_4
          "generator_fno_full_set_s": ("<", 300.0)}
 
 
-def parallel_rate(fmt: str, resolution: int, n: int, workers: int) -> tuple[float, float]:
+def parallel_rate(fmt: str, resolution: int, n: int, workers: int) -> tuple[float, float, float]:
     """Samples per second of ``make_dataset`` (generation and file writing) with ``workers``: on
     the wall clock, and as if each worker had a core of its own (n over the CPU seconds of the
     parent and the workers, divided by ``workers``), which other load on the machine barely
-    moves."""
+    moves; third, the share of the workers' cores that the run got (1 where nothing else runs)."""
     n_train, n_test = (n - n // 4, n // 4) if fmt == "fno" else (n - n // 10, n // 10)
     with tempfile.TemporaryDirectory() as out:
         cpu0, start = os.times(), time.perf_counter()
@@ -53,7 +53,7 @@ def parallel_rate(fmt: str, resolution: int, n: int, workers: int) -> tuple[floa
                      seed=0, workers=workers)
         wall, cpu1 = time.perf_counter() - start, os.times()
     cpu = sum(cpu1[:4]) - sum(cpu0[:4])  # user + system, of this process and its reaped workers
-    return n / wall, n / (cpu / workers)
+    return n / wall, n / (cpu / workers), cpu / (wall * workers)
 
 
 def breakdown(fmt: str, resolution: int, n: int) -> dict[str, float]:
@@ -109,9 +109,9 @@ def main() -> None:
               f"{'analysis ms':>13}")
     print(header)
     print("-" * len(header))
-    rates, shares, cpu_rates = {}, {}, {}
+    rates, shares, cpu_rates, cpu_got = {}, {}, {}, {}
     for fmt, resolution, n_par, n_serial in settings:
-        rate, cpu_rate = parallel_rate(fmt, resolution, n_par, args.workers)
+        rate, cpu_rate, got = parallel_rate(fmt, resolution, n_par, args.workers)
         parts = breakdown(fmt, resolution, n_serial)
         share = parts["solve"] / (parts["coefficient"] + parts["assembly"] + parts["solve"])
         print(f"{fmt:<9}{resolution:>6}{n_par:>9}{rate:>11.2f}{cpu_rate:>11.2f}"
@@ -120,12 +120,14 @@ def main() -> None:
               f"{1e3 * parts['analysis']:>13.0f}", flush=True)
         if fmt == "fno":
             rates[resolution], shares[resolution] = rate, share
-            cpu_rates[resolution] = cpu_rate
+            cpu_rates[resolution], cpu_got[resolution] = cpu_rate, got
     full = FULL_FNO_SET / rates[421]
     load_after = os.getloadavg()[0]
     print(f"full FNO set ({FULL_FNO_SET} samples at 421²) projected: {full:.0f} s "
           f"({FULL_FNO_SET / cpu_rates[421]:.0f} s cpu-bound)")
-    print("cpu-bound: samples/s if each worker had a core (CPU seconds of parent and workers)")
+    print("cpu-bound: samples/s if each worker had a core (CPU seconds of parent and workers); "
+          f"the runs got {100 * cpu_got[85]:.0f}% (85²) and {100 * cpu_got[421]:.0f}% (421²) of "
+          f"{args.workers} cores")
     record({"generator_samples_per_s_85": rates[85], "generator_samples_per_s_421": rates[421],
             "generator_fno_full_set_s": full})
     print(f"samples/s @85: {rates[85]:.1f} (goal >= 100), @421: {rates[421]:.2f} (goal >= 8), "
