@@ -1,7 +1,7 @@
 """Sparse symmetric positive definite solves that share one sparsity pattern.
 
 Every Darcy sample of a grid has the same 5-point pattern, so MKL PARDISO's fill-reducing ordering
-(METIS) and symbolic factorisation run once per pattern and process; each sample then costs a
+(minimum degree) and symbolic factorisation run once per pattern and process; each sample costs a
 numeric Cholesky factorisation and two triangular solves. The analysis sees a canonical matrix of
 the pattern, never a sample's values, so a solution does not depend on which sample a process met
 first, and MKL runs sequentially, so it does not depend on the number of processes either.
