@@ -13,7 +13,8 @@ R×R cell-centred grid with the wall half a cell away. PDEBench thresholds at th
 batch; we use each sample's own mean so that a sample depends only on its own seed.
 
 Both use the same 5-point finite-volume operator with arithmetic-mean face coefficients and a sparse
-direct solve; :func:`darcy_operator` is public so that tests can check the discrete residual.
+Cholesky solve (:mod:`mona_tune.tasks.spd_solve`); :func:`darcy_operator` is public so that tests can
+check the discrete residual.
 
 Every sample draws from its own generator, ``SeedSequence(seed, spawn_key=(part, index))``, so the
 data depend on the seed only, never on the number of worker processes.
@@ -21,6 +22,7 @@ data depend on the seed only, never on the number of worker processes.
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
@@ -32,10 +34,10 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from mona_tune.cache import atomic_path
 from mona_tune.errors import MonaError
+from mona_tune.tasks.spd_solve import solve_spd
 
 Grid = Literal["node", "cell"]
 FORMATS = ("fno", "pdebench")
@@ -73,12 +75,18 @@ def grf_cosine(rng: np.random.Generator, s: int, alpha: float = 2.0, tau: float 
     τ^(α−1)(π²|k|² + τ²)^(−α/2), i.e. variance ∝ (π²|k|² + 9)^−2 for α = 2, τ = 3; the field is the
     orthonormal inverse DCT (MATLAB's idct2) of the scaled coefficients, with the k = 0 term zeroed.
     """
-    xi = rng.standard_normal((s, s))
-    k1, k2 = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
-    coef = tau ** (alpha - 1) * (np.pi**2 * (k1**2 + k2**2) + tau**2) ** (-alpha / 2)
-    coeffs = s * coef * xi
-    coeffs[0, 0] = 0.0
+    coeffs = _grf_scale(s, alpha, tau) * rng.standard_normal((s, s))
     return scipy.fft.idctn(coeffs, type=2, norm="ortho")
+
+
+@functools.lru_cache(maxsize=8)
+def _grf_scale(s: int, alpha: float, tau: float) -> np.ndarray:
+    """s times the standard deviation of each cosine coefficient, 0 for k = 0 (shared, read-only)."""
+    k1, k2 = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
+    scale = s * (tau ** (alpha - 1) * (np.pi**2 * (k1**2 + k2**2) + tau**2) ** (-alpha / 2))
+    scale[0, 0] = 0.0
+    scale.flags.writeable = False
+    return scale
 
 
 def fno_coefficient(rng: np.random.Generator, s: int) -> np.ndarray:
@@ -120,32 +128,53 @@ def _face_coefficients(a: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarra
     return f0, f1, h
 
 
+@functools.lru_cache(maxsize=8)
+def _upper_pattern(m0: int, m1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR pattern of the upper triangle on an m0×m1 grid of unknowns in C order: per row the
+    entries (i, j), (i, j+1), (i+1, j) in that (column) order; also which of the three exist."""
+    exists = np.ones((m0, m1, 3), dtype=bool)
+    exists[:, -1, 1] = False  # no right neighbour at a row's end
+    exists[-1, :, 2] = False  # no neighbour below in the last row
+    k = np.arange(m0 * m1).reshape(m0, m1)
+    cols = np.stack([k, k + 1, k + m1], axis=-1)[exists].astype(np.int32)
+    indptr = np.concatenate([[0], np.cumsum(exists.sum(axis=-1).ravel())]).astype(np.int32)
+    for array in (exists, cols, indptr):
+        array.flags.writeable = False
+    return exists, cols, indptr
+
+
+def darcy_upper(a: np.ndarray, grid: Grid) -> sp.csr_matrix:
+    """Upper triangle (diagonal included) of :func:`darcy_operator`'s matrix, in CSR, built
+    directly from the face coefficients: the input of the symmetric solver."""
+    a = np.asarray(a, dtype=np.float64)
+    f0, f1, h = _face_coefficients(a, grid)
+    m0, m1 = f1.shape[0], f0.shape[1]
+    exists, cols, indptr = _upper_pattern(m0, m1)
+    values = np.empty((m0, m1, 3))
+    values[..., 0] = f0[:-1] + f0[1:] + f1[:, :-1] + f1[:, 1:]
+    values[:, :-1, 1] = -f1[:, 1:-1]  # link (i, j)–(i, j+1)
+    values[:-1, :, 2] = -f0[1:-1]  # link (i, j)–(i+1, j)
+    n = m0 * m1
+    return sp.csr_matrix((values[exists] / h**2, cols, indptr), shape=(n, n))
+
+
 def darcy_operator(a: np.ndarray, grid: Grid) -> sp.csc_matrix:
     """The 5-point matrix A of −∇·(a∇u) with u = 0 on the boundary, unknowns in C order.
 
     For ``grid='node'`` the unknowns are ``u[1:-1, 1:-1]``; for ``grid='cell'`` all of ``u``.
     """
-    a = np.asarray(a, dtype=np.float64)
-    f0, f1, h = _face_coefficients(a, grid)
-    m0, m1 = f1.shape[0], f0.shape[1]
-    diag = f0[:-1] + f0[1:] + f1[:, :-1] + f1[:, 1:]
-    off1 = np.zeros((m0, m1))
-    off1[:, :-1] = -f1[:, 1:-1]  # link (i, j)–(i, j+1); zero at row ends
-    off1 = off1.ravel()[:-1]
-    off0 = -f0[1:-1].ravel()  # link (i, j)–(i+1, j)
-    diagonals, offsets = [diag.ravel(), off1, off1, off0, off0], [0, 1, -1, m1, -m1]
-    if m1 == 1:  # one unknown per row (a 3-node grid): no links along rows, and ±1 would be ±m1
-        diagonals, offsets = [diag.ravel(), off0, off0], [0, m1, -m1]
-    A = sp.diags(diagonals, offsets, format="csc")
-    return A / h**2
+    U = darcy_upper(a, grid)
+    return (U + sp.triu(U, k=1).T).tocsc()
 
 
 def solve_darcy(a: np.ndarray, f: float, grid: Grid) -> np.ndarray:
-    """u (same shape as a, float64) with −∇·(a∇u) = f, u = 0 on the boundary; direct sparse LU."""
-    A = darcy_operator(a, grid)
-    rhs = np.full(A.shape[0], float(f))
-    # A is symmetric: an ordering of A + Aᵀ keeps the fill-in of the 2D grid low
-    sol = spla.splu(A, permc_spec="MMD_AT_PLUS_A").solve(rhs)
+    """u (same shape as a, float64) with −∇·(a∇u) = f, u = 0 on the boundary.
+
+    A sparse Cholesky whose ordering and symbolic analysis are shared by every sample of a grid
+    (:func:`~mona_tune.tasks.spd_solve.solve_spd`).
+    """
+    U = darcy_upper(a, grid)
+    sol = solve_spd(U, np.full(U.shape[0], float(f)))
     if grid == "node":
         u = np.zeros_like(a, dtype=np.float64)
         u[1:-1, 1:-1] = sol.reshape(a.shape[0] - 2, a.shape[1] - 2)
