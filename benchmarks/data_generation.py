@@ -18,8 +18,8 @@ merged into benchmarks/results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +35,6 @@ from mona_tune.tasks.generate import (
 )
 from mona_tune.tasks.spd_solve import mkl_runtime, release, solve_spd
 
-RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
 FULL_FNO_SET = 1024 + 1024  # FNO's piececonst_r421_N1024_smooth1/2
 GOALS = {"generator_samples_per_s_85": (">=", 100.0), "generator_samples_per_s_421": (">=", 8.0),
          "generator_fno_full_set_s": ("<", 300.0)}
@@ -83,12 +82,14 @@ def breakdown(fmt: str, resolution: int, n: int) -> dict[str, float]:
 
 def record(figures: dict[str, tuple[float, float]], load: float) -> None:
     """Merge (wall-clock value, cpu-bound value) per key into results.json, with goal and load."""
-    data = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_json import record as record_figure
+
     for key, (value, cpu_bound) in figures.items():
         op, goal = GOALS[key]
-        data[key] = {"value": round(value, 2), "goal": f"{op} {goal:g}",
-                     "cpu_bound": round(cpu_bound, 2), "load_1min": round(load, 2)}
-    RESULTS_JSON.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        record_figure(key, round(value, 2), goal=f"{op} {goal:g}",
+                      command="python benchmarks/data_generation.py",
+                      cpu_bound=round(cpu_bound, 2), load_1min=round(load, 2))
 
 
 def main() -> None:

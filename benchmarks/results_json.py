@@ -26,9 +26,11 @@ def machine() -> str:
             f"load {load:.1f}")
 
 
-def record(key: str, value, *, goal: str, command: str, path: Path = RESULTS_JSON) -> None:
-    """Merge ``key`` into results.json (a value per seed may be a dict or a list)."""
+def record(key: str, value, *, goal: str, command: str, path: Path = RESULTS_JSON,
+           **extra) -> None:
+    """Merge ``key`` into results.json (a value per seed may be a dict or a list; ``extra``:
+    more fields beside it, e.g. a figure's CPU-bound projection)."""
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[key] = {"value": value, "goal": goal, "machine": machine(),
-                 "date": dt.date.today().isoformat(), "command": command}
+                 "date": dt.date.today().isoformat(), "command": command, **extra}
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
