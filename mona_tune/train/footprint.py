@@ -10,15 +10,18 @@ checks a fractional ``--gpus-per-trial`` against it before trials start.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from mona_tune.config import TrainConfig
+from mona_tune.errors import MonaError
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,48 @@ def _machine_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+@contextlib.contextmanager
+def cpu_memory_guard(device: str, available: int | None = None):
+    """On the CPU, cap the process's address space at what it maps now plus the memory the
+    machine has available, so that a trial too large for the machine fails with an allocation
+    error (named in one line) instead of being killed by the kernel's out-of-memory killer."""
+    if device.startswith("cuda") or not Path("/proc/meminfo").is_file():
+        yield
+        return
+    status = Path("/proc/self/status").read_text()
+    mapped = int(status.split("VmSize:")[1].split()[0]) * 1024
+    if available is None:
+        meminfo = Path("/proc/meminfo").read_text()
+        available = int(meminfo.split("MemAvailable:")[1].split()[0]) * 1024
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    cap = mapped + available
+    if before[1] != resource.RLIM_INFINITY:
+        cap = min(cap, before[1])
+    resource.setrlimit(resource.RLIMIT_AS, (cap, before[1]))
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if "alloc" not in str(e).lower() and not isinstance(e, MemoryError):
+            raise
+        raise MonaError(f"one trial of this configuration does not fit in the "
+                        f"{available / 2**30:.1f} GiB this machine has available "
+                        f"({str(e).splitlines()[0][:120]}); try --set grad_checkpointing=true, "
+                        "a smaller batch or source_batch_size") from None
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, before)
+
+
 def measure(cfg: TrainConfig, steps: int = 2) -> Footprint:
     """Build ``cfg``'s trial (data, source model, target model, optimisers) and time ``steps``
     stage-1 and stage-2 steps after a warm-up step each, at ``cfg.batch_size`` target and
     ``cfg.source_batch_size`` source samples."""
+    from mona_tune.train.trainer import resolve_device
+
+    with cpu_memory_guard(str(resolve_device(cfg.device))):
+        return _measure(cfg, steps)
+
+
+def _measure(cfg: TrainConfig, steps: int) -> Footprint:
     from mona_tune.train.trainer import Trainer
 
     t = Trainer(cfg)
