@@ -25,6 +25,7 @@ FIGURES = {"methods_table.py": ("out/methods-darcy/curves.png", "figures/methods
 
 # (script, arguments, question it answers)
 BENCHMARKS = [
+    ("quickstart.py", [], "the default search's wall time, cold (empty cache) and warm"),
     ("data_generation.py", [], "Darcy generator throughput and share of time in the sparse solve"),
     ("generation_1d.py", [], "PDEBench 1D generators: samples/s per family and resolution"),
     ("data_at_scale.py", [], "FNO 421x421 file: first read on a node vs a later (cache)"),

@@ -98,8 +98,9 @@ def page(browser):
 
 # ---------------------------------------------------------------- the search
 def _stand_in_source_model(cache: Path) -> None:
-    """Put an untrained embedded source model where the search looks for the trained one (same
-    cache key, same files), so that no trial process spends a minute and a half pretraining."""
+    """Fill the cache with the embedded source model (same cache key, same files) so that no
+    trial process spends a minute and a half pretraining: the package's shipped copy, or where
+    that does not apply (another timm) an untrained stand-in."""
     from mona_tune.models import source as src
 
     def untrained(model, data, recipe, progress, folder):
