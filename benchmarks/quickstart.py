@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for key, value in figures.items():
             kind = key.split("_")[1]
-            record(key, value, goal=f"<= {GOALS[kind]:.0f}", command="python benchmarks/quickstart.py",
+            record(key, value, goal=f"<= {GOALS[kind]:.0f}",
+                   command="python benchmarks/quickstart.py",
                    load_before_after=[runs[kind]["load_before"], runs[kind]["load_after"]])
     print(", ".join(f"{k} {v:.1f} (goal {GOALS[k.split('_')[1]]:.0f})"
                     for k, v in figures.items()))
