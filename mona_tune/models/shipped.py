@@ -5,10 +5,11 @@ weights that recipe gives (``embedded/digits.safetensors``, 1.2 MB) with what th
 and on (``embedded/digits.json``: the cache key, the held-out accuracy, torch and timm versions,
 the CPU). :func:`mona_tune.models.source.embedded_source_model` copies them into the cache where
 its key equals theirs; any other key (another recipe, architecture or source data) trains as
-before. They are the recipe's own output, not a stand-in, which this module reproduces:
+before. They are the recipe's own output, not a stand-in, which :mod:`mona_tune.models.ship`
+reproduces:
 
-    python -m mona_tune.models.shipped --check   # train again with the recipe, compare bit for bit
-    python -m mona_tune.models.shipped --write   # train and write the files (after a recipe change)
+    python -m mona_tune.models.ship --check   # train again with the recipe, compare bit for bit
+    python -m mona_tune.models.ship --write   # train and write the files (after a recipe change)
 
 Bit for bit holds on the same CPU kind with the same torch and timm, with one thread and the
 recipe's seed; another CPU (another instruction set in torch's kernels) or torch version rounds
@@ -17,11 +18,9 @@ differently and training then drifts: ``--check`` says so and compares the held-
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
@@ -94,23 +93,6 @@ def shipped_weights(key: str, net: nn.Module) -> tuple[dict, dict] | None:
     return None
 
 
-def train(data_name: str = SHIPPED_DATA) -> tuple[dict, dict]:
-    """Train the embedded model on ``data_name`` as the recipe says, with :data:`THREADS`
-    threads; its state dict and the meta the package ships beside it."""
-    from mona_tune.models import source as src
-
-    data = src.load_source_data(data_name)
-    recipe, key = src.embedded_recipe_key(data)
-    mean, std = src.EMBEDDED_MEAN_STD
-    model = src.SourceModel("embedded", src._embedded_net(data.num_classes), mean, std)
-    net, info = src._pretrain(model, data, recipe, True, None, threads=THREADS)
-    state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    meta = {"key": key, "arch": src.EMBEDDED_ARCH, "recipe": recipe, "data": data.name,
-            "n_pretrain": len(data.y_pretrain), **info, "weights_sha256": tensors_sha256(state),
-            **platform_info()}
-    return state, meta
-
-
 def platform_keys() -> tuple[str, ...]:
     return ("torch", "timm", "cpu_capability", "machine", "cpu")
 
@@ -118,42 +100,3 @@ def platform_keys() -> tuple[str, ...]:
 def same_platform(meta: dict) -> bool:
     here = platform_info()
     return all(meta.get(k) == v for k, v in here.items())
-
-
-def main(argv: list[str] | None = None) -> int:
-    from safetensors.torch import save_file
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = ap.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true", help="train again and compare")
-    mode.add_argument("--write", action="store_true", help="train and write the shipped files")
-    args = ap.parse_args(argv)
-    state, meta = train()
-    weights, meta_path = files()
-    if args.write:
-        SHIPPED_DIR.mkdir(exist_ok=True)
-        save_file(state, str(weights))
-        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-        print(f"wrote {weights} ({weights.stat().st_size} bytes) and {meta_path}: key "
-              f"{meta['key']}, held-out accuracy {meta['heldout_accuracy']:.4f}")
-        return 0
-    shipped = read_meta()
-    if shipped is None or shipped["key"] != meta["key"]:
-        print(f"the shipped model's key {shipped and shipped['key']} is not the recipe's "
-              f"{meta['key']}: run with --write")
-        return 1
-    if same_platform(shipped):
-        ok = meta["weights_sha256"] == shipped["weights_sha256"]
-        print(f"bit for bit: {'identical' if ok else 'DIFFERENT'} (sha256 "
-              f"{meta['weights_sha256'][:16]} vs shipped {shipped['weights_sha256'][:16]})")
-        return 0 if ok else 1
-    gap = abs(meta["heldout_accuracy"] - shipped["heldout_accuracy"])
-    print(f"another platform ({platform_info()} vs the shipped {shipped['cpu_capability']}, "
-          f"torch {shipped['torch']}, timm {shipped['timm']}): not bit for bit; held-out "
-          f"accuracy {meta['heldout_accuracy']:.4f} vs shipped "
-          f"{shipped['heldout_accuracy']:.4f}")
-    return 0 if gap <= ACCURACY_TOLERANCE else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -270,8 +270,17 @@ def _log_params(client, run_id: str, values: dict[str, Any]) -> None:
 
 
 def log_params(tracking_uri: str, run_id: str, values: dict[str, Any]) -> None:
-    """Params added to a run (a key logged again must keep its value)."""
-    _log_params(get_client(tracking_uri), run_id, values)
+    """Params added to a run. A trial continued from its checkpoint (a retry, another node, a
+    resumed search) logs its params again, and some differ (a node's own cache path): MLflow
+    refuses to change a param, so the first value stays and a later one is kept as the tag
+    ``mona.later.<key>``."""
+    client = get_client(tracking_uri)
+    have = retrying(client.get_run, run_id).data.params
+    new = {p.key: p.value for p in _params(values)}
+    _log_params(client, run_id, {k: v for k, v in new.items() if k not in have})
+    later = {f"mona.later.{k}": v for k, v in new.items() if k in have and have[k] != v}
+    if later:
+        set_tags(tracking_uri, run_id, later)
 
 
 def start_train_run(tracking_uri: str, experiment_id: str, *, task: str,

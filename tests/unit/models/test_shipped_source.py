@@ -9,18 +9,18 @@ import json
 import pytest
 import torch
 
-from mona_tune.models import shipped
+from mona_tune.models import ship, shipped
 from mona_tune.models import source as src
 
 
 def test_the_shipped_model_is_the_current_recipe_s():
     """A change of the recipe, the architecture or the digits split changes the key: then the
-    shipped files must be written again (``python -m mona_tune.models.shipped --write``)."""
+    shipped files must be written again (``python -m mona_tune.models.ship --write``)."""
     meta = shipped.read_meta()
     data = src.load_source_data("digits")
     recipe, key = src.embedded_recipe_key(data)
     assert meta["key"] == key, "the shipped weights are stale: run python -m " \
-        "mona_tune.models.shipped --write"
+        "mona_tune.models.ship --write"
     assert meta["recipe"] == recipe and meta["arch"] == json.loads(json.dumps(src.EMBEDDED_ARCH))
     assert meta["threads"] == shipped.THREADS
     assert meta["heldout_accuracy"] >= 0.94
@@ -80,17 +80,17 @@ def test_the_recipe_reproduces_the_shipped_weights_bit_for_bit():
     """Training again (one thread, the recipe's seed; about 80 s of one core) gives the shipped
     bits on the CPU kind, torch and timm they were made with. Elsewhere rounding differs and
     training drifts, so only the held-out accuracy is compared (within 0.02)."""
-    state, meta = shipped.train()
-    ship = shipped.read_meta()
-    assert meta["key"] == ship["key"]
-    if shipped.same_platform(ship):
+    state, meta = ship.train()
+    packaged = shipped.read_meta()
+    assert meta["key"] == packaged["key"]
+    if shipped.same_platform(packaged):
         from safetensors.torch import load_file
 
         reference = load_file(str(shipped.files()[0]))
         assert sorted(state) == sorted(reference)
         assert all(torch.equal(state[k], reference[k]) for k in state)
-        assert meta["weights_sha256"] == ship["weights_sha256"]
-        assert meta["heldout_accuracy"] == ship["heldout_accuracy"]
+        assert meta["weights_sha256"] == packaged["weights_sha256"]
+        assert meta["heldout_accuracy"] == packaged["heldout_accuracy"]
     else:
-        assert abs(meta["heldout_accuracy"] - ship["heldout_accuracy"]) <= \
+        assert abs(meta["heldout_accuracy"] - packaged["heldout_accuracy"]) <= \
             shipped.ACCURACY_TOLERANCE

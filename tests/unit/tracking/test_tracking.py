@@ -198,3 +198,21 @@ def test_ui_serves_the_store_on_localhost_and_a_tracking_server_works_the_same(t
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_params_logged_again_keep_their_first_value(tmp_path):
+    """A trial continued elsewhere logs its provenance again; a value that differs (a node's own
+    cache path) cannot change an MLflow param: the first stays, the later one is a tag."""
+    from mlflow.tracking import MlflowClient
+
+    uri = _uri(tmp_path)
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("params-again"))
+    mr.log_params(uri, run.info.run_id, {"data.train_file": "/node-a/f.mat", "data.n_train": 10})
+    mr.log_params(uri, run.info.run_id, {"data.train_file": "/node-b/f.mat", "data.n_train": 10,
+                                         "source.model": "embedded"})
+    data = client.get_run(run.info.run_id).data
+    assert data.params == {"data.train_file": "/node-a/f.mat", "data.n_train": "10",
+                           "source.model": "embedded"}
+    assert data.tags["mona.later.data.train_file"] == "/node-b/f.mat"
+    assert "mona.later.data.n_train" not in data.tags
