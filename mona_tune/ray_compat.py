@@ -44,6 +44,8 @@ PRIVATE_NAMES: tuple[tuple[str, str, str, str], ...] = (
     ("ray.tune.schedulers:ASHAScheduler", "_metric", "instance", "the rungs' metric"),
     ("ray.tune.schedulers:ASHAScheduler", "_metric_op", "instance", "the rungs' sign"),
     ("ray.tune.schedulers.async_hyperband:_Bracket", "on_result", "class", "rebuilding rungs"),
+    ("ray.train._internal.session:_TrainingResult", "", "class",
+     "a checkpoint found in a restored trial's folder"),
 )
 AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 
@@ -80,6 +82,24 @@ def tuner_search_alg(tuner):
         return tuner._local_tuner._tune_config.search_alg
     except AttributeError:
         return None
+
+
+def register_checkpoint(trial, dir_name: str, result: dict) -> None:
+    """Make ``trial`` (restored, not started) continue from its checkpoint folder ``dir_name``,
+    with ``result`` (its line in ``result.json``) as its last result."""
+    import time
+    from pathlib import PurePosixPath
+
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+
+    result = {"trial_id": trial.trial_id, "config": trial.config, **result}
+    path = str(PurePosixPath(trial.storage.trial_fs_path, dir_name))
+    trial.on_checkpoint(_TrainingResult(
+        checkpoint=Checkpoint(path=path, filesystem=trial.storage.storage_filesystem),
+        metrics=result))
+    trial.run_metadata.last_result = result
+    trial.run_metadata.last_result_time = time.time()
 
 
 def snapshot_soon(tune_controller) -> None:

@@ -76,27 +76,79 @@ def damaged_state(experiment_path: str) -> str | None:
     return None
 
 
-def past_results(trial) -> list[dict]:
-    """The trial's results in ``result.json`` up to its restored last result (a local trial
-    folder; none otherwise)."""
-    last = (trial.run_metadata.last_result or {}).get(TRAINING_ITERATION)
-    if not last:
-        return []
-    for folder in (trial.local_path, trial.path):
-        path = Path(folder or "", "result.json")
-        if folder and path.is_file():
-            break
-    else:
-        return []
-    out = []
-    for line in path.read_text().splitlines():
+def _trial_folder(trial) -> Path | None:
+    """The trial's folder when it is on this machine's disk (local storage), else None (also
+    for a new trial, whose folder Tune has not named yet)."""
+    if getattr(trial.storage, "trial_dir_name", None) is None:
+        return None
+    for folder in (trial.path, trial.local_path):
+        if folder and Path(folder).is_dir() and any(Path(folder).iterdir()):
+            return Path(folder)
+    return None
+
+
+def _recorded_results(folder: Path) -> dict[int, dict]:
+    """Iteration -> result of the trial in ``folder``: those the driver wrote to ``result.json``
+    (as far as its last snapshot uploaded it) and, for the iterations missing there, those saved
+    in the trial's checkpoints (a checkpoint's iteration is its global epoch: one report per
+    epoch, from 1)."""
+    from mona_tune.search.trial import checkpoint_states
+
+    out = {}
+    for d, state in checkpoint_states(folder, whole=False):
+        if isinstance(state.get("metrics"), dict):
+            g = int(state["global_epoch"])
+            out[g] = {**state["metrics"], TRAINING_ITERATION: g, "checkpoint_dir_name": d.name}
+    path = folder / "result.json"
+    for line in path.read_text().splitlines() if path.is_file() else ():
         try:
             result = json.loads(line)
         except ValueError:  # a line cut short by a killed driver
             continue
-        if result.get(TRAINING_ITERATION, last + 1) <= last:
-            out.append(result)
-    return out
+        if TRAINING_ITERATION in result:
+            out[result[TRAINING_ITERATION]] = result
+    return dict(sorted(out.items()))
+
+
+def past_results(trial) -> list[dict]:
+    """The trial's results up to its restored last result (a local trial folder; none
+    otherwise)."""
+    last = (trial.run_metadata.last_result or {}).get(TRAINING_ITERATION)
+    folder = _trial_folder(trial)
+    if not last or folder is None:
+        return []
+    return [r for i, r in _recorded_results(folder).items() if i <= last]
+
+
+def catch_up_checkpoint(trial) -> bool:
+    """Point a restored, unfinished trial at the newest whole checkpoint in its folder when
+    Tune's snapshot names an older one or none.
+
+    The snapshot ``--resume`` reads is taken when a trial is added (and every few minutes); a
+    trial that started or went on checkpointing after it would otherwise be restored from an
+    older checkpoint, or trained from scratch, and the epochs in between done again. The
+    checkpoint's result becomes the trial's last result, so that its iterations continue and
+    :class:`ResumableASHA` replays the rungs up to it. Local storage only (the folder is read
+    here); returns whether the trial was moved on."""
+    from mona_tune.search.trial import checkpoint_states
+
+    if trial.status != Trial.PENDING or (folder := _trial_folder(trial)) is None:
+        return False
+    last = trial.run_metadata.last_result or {}
+    if last.get(TRAINING_ITERATION, 0) != last.get("global_epoch", 0):
+        return False  # iterations not numbered by global epoch: nothing to match them by
+    known = trial.latest_checkpoint_result
+    known_it = (known.metrics or {}).get(TRAINING_ITERATION, 0) if known else 0
+    results = _recorded_results(folder)
+    newer = [(int(state["global_epoch"]), d) for d, state in checkpoint_states(folder)
+             if int(state["global_epoch"]) > known_it and int(state["global_epoch"]) in results]
+    if not newer:
+        return False
+    it, d = max(newer)
+    ray_compat.register_checkpoint(trial, d.name, {**results[it], "checkpoint_dir_name": d.name})
+    logger.info("trial %s continues from %s (global epoch %d; the snapshot knew %d)",
+                trial.trial_id, d.name, it, known_it)
+    return True
 
 
 def tell_searcher(tune_controller, trial) -> None:
@@ -116,6 +168,7 @@ def tell_searcher(tune_controller, trial) -> None:
 
 class SnapshottingFIFO(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
+        catch_up_checkpoint(trial)
         super().on_trial_add(tune_controller, trial)
         tell_searcher(tune_controller, trial)
         ray_compat.snapshot_soon(tune_controller)
@@ -123,6 +176,7 @@ class SnapshottingFIFO(FIFOScheduler):
 
 class ResumableASHA(ASHAScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
+        catch_up_checkpoint(trial)
         super().on_trial_add(tune_controller, trial)
         tell_searcher(tune_controller, trial)
         bracket = self._trial_info[trial.trial_id]

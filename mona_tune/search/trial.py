@@ -101,16 +101,16 @@ def _whole(d: Path, state: dict) -> bool:
     return bool(sizes) and sizes == state.get("trainer_files", sizes)
 
 
-def _checkpoint_states(trial_dir: Path) -> list[tuple[Path, dict]]:
-    """The trial's checkpoint folders that still hold a whole trainer state, with their trial
-    state."""
+def checkpoint_states(trial_dir: Path, whole: bool = True) -> list[tuple[Path, dict]]:
+    """The trial's checkpoint folders with their trial state: those that still hold a whole
+    trainer state (``whole=False``: also those emptied by :func:`prune_checkpoints`)."""
     out = []
     for d in sorted(trial_dir.glob("checkpoint_*")):
         try:
             state = json.loads((d / TRIAL_STATE).read_text())
         except (OSError, ValueError):
             continue
-        if _whole(d, state):
+        if not whole or _whole(d, state):
             out.append((d, state))
     return out
 
@@ -124,7 +124,7 @@ def prune_checkpoints(trial_dir: Path, keep: int, mode: str) -> None:
     restore the trial. Here the folders stay (only the trainer state inside is removed), and a
     restore takes the newest checkpoint that still holds a state (:func:`newest_checkpoint`).
     """
-    states = _checkpoint_states(trial_dir)
+    states = checkpoint_states(trial_dir)
     if len(states) <= keep:
         return
     newest = max(states, key=lambda s: s[1].get("global_epoch", -1))
@@ -142,7 +142,7 @@ def prune_checkpoints(trial_dir: Path, keep: int, mode: str) -> None:
 
 def newest_checkpoint(path: Path) -> Path:
     """The newest checkpoint folder beside ``path`` (Tune's choice) that still holds a state."""
-    states = _checkpoint_states(path.parent)
+    states = checkpoint_states(path.parent)
     if not states:
         return path
     return max(states, key=lambda s: s[1].get("global_epoch", -1))[0]
@@ -188,14 +188,19 @@ class _TrialRun:
             mr.log_artifacts(self.s.tracking_uri, self.run_id, path, mr.EMBEDDER_ARTIFACT)
         self.embedder_logged = True
 
-    def checkpoint(self, trainer, global_epoch: int, score: float | None):
+    def checkpoint(self, trainer, metrics: dict):
+        """The trainer's state and the trial's (``metrics``: the result reported with it, which
+        a resumed driver takes up when its snapshot missed this checkpoint)."""
         from ray import tune
 
         d = Path(tempfile.mkdtemp(prefix="mona-ckpt-"))
         trainer.save_checkpoint(d / TRAINER_DIR)
         (d / TRIAL_STATE).write_text(json.dumps({
-            "run_id": self.run_id, "trial_id": self.trial_id, "global_epoch": global_epoch,
-            "score": score, "trainer_files": _file_sizes(d / TRAINER_DIR),
+            "run_id": self.run_id, "trial_id": self.trial_id,
+            "global_epoch": int(metrics["global_epoch"]), "score": metrics.get(self.s.val_key),
+            "trainer_files": _file_sizes(d / TRAINER_DIR),
+            "metrics": {**{k: v for k, v in metrics.items() if isinstance(v, str)},
+                        **_numeric(metrics)},
         }))
         return d, tune.Checkpoint.from_directory(str(d))
 
@@ -206,7 +211,7 @@ class _TrialRun:
         metrics = {**metrics, "mlflow_run_id": self.run_id}
         with_ckpt = final or g % self.s.checkpoint_every == 0
         if with_ckpt:
-            d, ckpt = self.checkpoint(trainer, g, metrics.get(self.s.val_key))
+            d, ckpt = self.checkpoint(trainer, metrics)
             try:
                 tune.report(metrics, checkpoint=ckpt)
             finally:

@@ -13,6 +13,9 @@ that is stopped and restarted, drivers in their own processes killed with SIGKIL
   checkpoints, Tune's experiment snapshots only those it takes on adding a trial; ``--resume``
   completes with one run per trial (none lost, none run twice) and ASHA stops the trials an
   uninterrupted search stops (the seeded search of tests/system/test_search_e2e.py);
+- ``test_resume_continues_from_checkpoints_the_snapshot_missed``: the driver killed after the
+  trial checkpointed epochs its one snapshot does not know; ``--resume`` continues from the
+  newest of them;
 - ``test_read_only_storage``: a read-only storage folder is one line on stderr, exit status 2.
 
 The module ends with one line: faults injected, survived, runs lost, duplicates.
@@ -280,6 +283,71 @@ def test_driver_killed_then_resumed_asha(ray_address, faults_file, tally, tmp_pa
         if after[run_id].data.tags["mona.attempts"] != "1":  # (else it completed before)
             assert after[run_id].data.tags.get("mona.restored_from_global_epoch"), run_id
     tally.survived.append("driver SIGKILL")
+
+
+LATE = """
+searched:
+  lr: {choice: [3.0e-3]}
+fixed:
+  lam: 0.37
+  warmup_epochs: 1
+  epochs: 3
+  batch_size: 16
+  n_train: 60
+  n_test: 16
+  resolution: 29
+  device: cpu
+budget: {num_samples: 1, max_concurrent: 1}
+scheduler: {kind: fifo}
+"""
+
+
+def test_resume_continues_from_checkpoints_the_snapshot_missed(ray_address, faults_file, tally,
+                                                              tmp_path, monkeypatch, capsys):
+    """The driver's one snapshot was taken when the trial was added, before any checkpoint (no
+    periodic ones); the trial then checkpoints global epochs 1-3 and the driver is SIGKILLed.
+    ``--resume`` continues from the global-epoch-3 checkpoint in the trial's folder instead of
+    training from scratch: every epoch is trained and recorded once."""
+    monkeypatch.chdir(tmp_path)
+    marks = tmp_path / "marks"
+    match = {"lam": 0.37}
+    faults_file.write_text(json.dumps([
+        {"at": [2, 3], "kind": "touch", "match": match, "path": f"{marks}/waiting"},
+        {"at": [2, 3], "kind": "pause", "match": match, "until": f"{marks}/go"},
+    ]))
+    tally.injected.append("driver SIGKILL after its snapshot")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["search", "--task", "darcy", "--space", str(_space(tmp_path, LATE)), "--name", "late",
+            "--search", "random", "--seed", "3", "--storage", str(tmp_path / "runs"),
+            "--tracking-uri", uri]
+    log = tmp_path / "driver.log"
+    proc = _driver([*args, "--address", ray_address], log, TUNE_GLOBAL_CHECKPOINT_S="600")
+
+    def checkpointed() -> list[int]:  # global epochs of the trial's checkpoints on the storage
+        states = (tmp_path / "runs" / "late").glob("trial_*/checkpoint_*/mona_trial.json")
+        return sorted(json.loads(p.read_text())["global_epoch"] for p in states)
+
+    try:
+        _wait_file(marks / "waiting", proc, log)
+        assert checkpointed() == [1, 2, 3]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (marks / "go").touch()
+
+    assert main([*args, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "lost trial" not in out
+    (result,) = _result_grid(tmp_path / "runs" / "late")
+    # the resumed attempt trained the last epoch only
+    assert result.metrics["training_iteration"] == 4, result.metrics
+    assert result.metrics["iterations_since_restore"] == 1, result.metrics
+    client, _, (child,) = _runs(uri, "late")
+    assert child.data.tags["mona.attempts"] == "2"
+    assert child.data.tags["mona.restored_from_global_epoch"] == "3"
+    assert child.data.tags["mona.outcome"] == "completed"
+    assert tally.rows(client, child, 4) == [1, 2, 3, 4]
+    tally.survived.append("driver SIGKILL after its snapshot")
 
 
 def test_read_only_storage(ray_address, tally, tmp_path):
