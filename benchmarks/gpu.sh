@@ -44,7 +44,7 @@ if dry:  # the embedded model on the CPU: the plumbing, not the figures
 EOF
 
 if [ ${#DRY[@]} -eq 0 ]; then
-  W=$("$PY" -c "from mona_tune.cli.plan import random_weights_file as f; \
+  W=$("$PY" -c "from mona_tune.models.checkpoints import random_weights_file as f; \
 print(f('swin_base_patch4_window7_224'))")
   MODEL=(--source-model swin_base_patch4_window7_224 --weights "$W" --gpus-per-trial 0.33
          --cpus-per-trial 4)

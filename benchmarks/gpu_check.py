@@ -49,16 +49,6 @@ def _register_tiny() -> None:
     register_model(gpu_check_tiny_swin)
 
 
-def weights_file(arch: str, directory: Path) -> Path:
-    import timm
-    from safetensors.torch import save_file
-
-    net = timm.create_model(arch, pretrained=False)
-    path = directory / f"{arch}.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return path
-
-
 def trainer(arch: str, weights: Path, device: str, batch: int, source_batch: int, **kw):
     from mona_tune.config import TrainConfig
     from mona_tune.train.trainer import Trainer
@@ -205,9 +195,11 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
               "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
               "arch": size["arch"], "batch": size["batch"], "source_batch": size["source_batch"]}
+    from mona_tune.models.checkpoints import random_weights_file
+
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        w = weights_file(size["arch"], Path(tmp))
+        w = random_weights_file(size["arch"], Path(tmp))
         result["variants"] = variants(size, w, device, args.steps)
         low = "fp32" if args.dry_run else "bf16"
         result["step_ratio"] = {p: ratios(size, w, device, args.steps, p)

@@ -36,7 +36,7 @@ VARIANTS = [  # name, stage, first order, gradient checkpointing
 def one_variant(index: int, threads: int, batch: int, source_batch: int, steps: int) -> dict:
     """Runs in the child: build the trial and time ``steps`` steps (the first one includes the
     optimiser's state allocation)."""
-    from mona_tune.cli.plan import random_weights_file
+    from mona_tune.models.checkpoints import random_weights_file
     from mona_tune.config import TrainConfig
     from mona_tune.train.trainer import Trainer
 

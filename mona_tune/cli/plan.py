@@ -34,35 +34,19 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run_plan_command)
 
 
-def random_weights_file(name: str) -> str:
-    """timm's ``name`` with random weights, written once into the cache (``--weights``)."""
-    import timm
-    from safetensors.torch import save_file
-
-    from mona_tune.cache import atomic_path, cache_dir
-
-    if not timm.is_model(name):
-        raise MonaError(f"--random-weights: {name!r} is not a timm model")
-    path = cache_dir("random-weights") / f"{name.replace('/', '_')}.safetensors"
-    if not path.is_file():
-        net = timm.create_model(name, pretrained=False)
-        with atomic_path(path) as tmp:
-            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    return str(path)
-
-
 def plan(args) -> dict:
     from mona_tune.cli.search import extra_fixed
+    from mona_tune.models.checkpoints import random_weights_file
     from mona_tune.search import capacity
     from mona_tune.search.plan import costliest_config, space_with_fixed
-    from mona_tune.train.footprint import measure
+    from mona_tune.train.footprint import measure, plan_config
 
-    task, space_path, space, fixed = space_with_fixed(args.task, args.space, extra_fixed(args))
+    task, space_path, space, fixed, _ = space_with_fixed(args.task, args.space, extra_fixed(args))
     if args.random_weights:
         if not fixed.get("source_model"):
             raise MonaError("--random-weights needs --source-model (a timm Swin name)")
         fixed["weights"] = random_weights_file(fixed["source_model"])
-    cfg = costliest_config(fixed, space.searched)
+    cfg, notes = plan_config(costliest_config(fixed, space.searched), args.cpus_per_trial)
     fp = measure(cfg, steps=args.steps)
     gpus = args.gpus_per_trial
     if fp.memory_kind == "cuda":
@@ -73,18 +57,19 @@ def plan(args) -> dict:
         share = args.cpus_per_trial / (os.cpu_count() or 1)
     budget, sched = space.budget, space.scheduler
     asha = (sched.grace_period, sched.reduction_factor) if sched.kind == "asha" else None
-    max_t = sched.max_t or space.max_stage2_epochs()
+    epochs = min(cfg.epochs, sched.max_t or space.max_stage2_epochs())
     out = {
         "space": str(space_path), "task": task.name, "method": cfg.method,
         **fp.as_dict(),
         "bytes_per_trial": capacity.bytes_per_trial(fp),
         "trials_per_device": capacity.trials_per_device(fp),
         "device_share": share, "num_samples": budget.num_samples,
-        "stage1_epochs": cfg.stage1_epochs, "epochs": min(cfg.epochs, max_t),
-        "fifo": capacity.projected_hours(fp, cfg.stage1_epochs, min(cfg.epochs, max_t),
-                                         budget.num_samples, share, None),
-        "asha": capacity.projected_hours(fp, cfg.stage1_epochs, min(cfg.epochs, max_t),
-                                         budget.num_samples, share, asha) if asha else None,
+        "stage1_epochs": cfg.stage1_epochs, "epochs": epochs,
+        "fifo": capacity.projected_hours(fp, cfg.stage1_epochs, epochs, budget.num_samples,
+                                         share, None),
+        "asha": capacity.projected_hours(fp, cfg.stage1_epochs, epochs, budget.num_samples,
+                                         share, asha) if asha else None,
+        "notes": notes,
     }
     if gpus is not None:
         out["gpus_per_trial_fits"] = capacity.fraction_fits(fp, gpus)
@@ -97,7 +82,7 @@ def _table(p: dict) -> str:
            else "peak resident memory of the trial process")
     lines = [
         f"plan of {p['space']} (task {p['task']}, method {p['method']}) on {p['device']}",
-        f"  batch {p['batch_size']} target / {p['source_batch_size']} source, "
+        f"  {p['precision']}, batch {p['batch_size']} target / {p['source_batch_size']} source, "
         f"{p['steps_per_epoch']} steps per epoch, {p['n_val']} validation samples",
         f"  {mem}: {p['peak_bytes'] / gib:.2f} / {p['reserved_bytes'] / gib:.2f} GiB "
         f"of {p['device_total_bytes'] / gib:.0f} GiB",
@@ -120,6 +105,7 @@ def _table(p: dict) -> str:
             lines.append(f"  {name.upper():4}: {h['device_hours']:.2f} device-hours "
                          f"({h['stage2_epochs_per_trial']:.1f} stage-2 epochs, "
                          f"{h['trial_hours']:.2f} h per trial)")
+    lines += [f"  note: {n}" for n in p["notes"]]
     return "\n".join(lines)
 
 

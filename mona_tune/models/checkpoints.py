@@ -30,6 +30,24 @@ TIMM, MICROSOFT, HUGGING_FACE = "timm", "Microsoft", "Hugging Face"
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what save_pretrained writes
 
 
+def random_weights_file(name: str, directory: Path | None = None) -> str:
+    """timm's ``name`` with random weights as a ``.safetensors`` file, written once into
+    ``directory`` (default: the cache): a paper-size model's time and memory without a hub."""
+    import timm
+    from safetensors.torch import save_file
+
+    from mona_tune.cache import atomic_path, cache_dir
+
+    if not timm.is_model(name):
+        raise MonaError(f"--random-weights: {name!r} is not a timm model")
+    path = (directory or cache_dir("random-weights")) / f"{name.replace('/', '_')}.safetensors"
+    if not path.is_file():
+        net = timm.create_model(name, pretrained=False)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    return str(path)
+
+
 def read_state_dict(path: Path) -> dict:
     """A state dict from a ``.safetensors`` file or a torch checkpoint (``weights_only=True``).
 

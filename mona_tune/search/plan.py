@@ -11,6 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -172,10 +173,18 @@ def _resumed_search(req: SearchRequest, storage: str):
     return scfg, space, param_space, meta["space_yaml"], True
 
 
-def space_with_fixed(task_name: str, space_name: str | None, extra: dict):
-    """``(task, space_path, space, fixed)``: the task, its space file read and checked, and
-    the fixed TrainConfig fields of its trials (the space's, the task's and ``extra`` from
-    flags over them), validated. Shared by ``search`` and ``plan``."""
+class ResolvedSpace(NamedTuple):
+    task: Any  # tasks.Task
+    path: Path
+    space: Any  # config.SearchSpace
+    fixed: dict  # the trials' fixed TrainConfig fields, validated
+    param_space: dict  # Tune's param_space: ``fixed`` and the searched distributions
+
+
+def space_with_fixed(task_name: str, space_name: str | None, extra: dict) -> ResolvedSpace:
+    """The task, its space file read and checked, and the fixed TrainConfig fields of its trials
+    (the space's, the task's and ``extra`` from flags over them), validated. Shared by
+    ``search`` and ``plan``."""
     from mona_tune.search.space import load_space, resolve_space_path, to_param_space
     from mona_tune.tasks import get_task
     from mona_tune.tasks.registry import check_fields
@@ -188,20 +197,19 @@ def space_with_fixed(task_name: str, space_name: str | None, extra: dict):
     _validate_fixed(fixed, "fixed fields (space file + flags)")
     check_fields(task, {*space.searched, *space.fixed, *extra},
                  f"--task {task.name} with space {space_path.name} and flags")
-    return task, space_path, space, fixed
+    return ResolvedSpace(task, space_path, space, fixed, param_space)
 
 
 def _new_search(req: SearchRequest, storage: str):
     from mona_tune.cluster import storage as storage_io
-    from mona_tune.search.space import dump_space, to_param_space
+    from mona_tune.search.space import dump_space
 
     from mona_tune.config import TrainConfig, check_scale
 
     extra = dict(req.fixed)
-    task, space_path, space, fixed = space_with_fixed(req.task, req.space, extra)
+    task, space_path, space, fixed, param_space = space_with_fixed(req.task, req.space, extra)
     check_scale(TrainConfig(**fixed), f"space {space_path.name}" if "scale" in space.fixed
                 else "--set scale=paper")
-    param_space = to_param_space(space, task.name, extra)
     if task.configure:  # a user's arrays: every check on the data made before Ray starts
         cfg = TrainConfig(**fixed)
         task.configure(cfg).load(cfg)

@@ -38,6 +38,7 @@ class Footprint:
     n_val: int
     batch_size: int
     source_batch_size: int
+    precision: str = "fp32"  # the precision measured
 
     def epoch_seconds(self, stage: int) -> float:
         step = self.stage1_step_s if stage == 1 else self.stage2_step_s
@@ -117,6 +118,25 @@ def cpu_memory_guard(device: str, available: int | None = None):
         resource.setrlimit(resource.RLIMIT_AS, before)
 
 
+def plan_config(cfg: TrainConfig, cpus_per_trial: float) -> tuple[TrainConfig, list[str]]:
+    """``cfg`` as ``plan`` measures it here, and notes on what differs from ``cfg``: on the CPU
+    with the torch threads a trial gets (its CPUs), and a precision this CPU has no instructions
+    for measured as fp32 (emulated there, it would take many times longer than on the GPU the
+    space is meant for)."""
+    from mona_tune.train.trainer import cpu_lacks, resolve_device
+
+    if resolve_device(cfg.device).type != "cpu":
+        return cfg, []
+    change, notes = {}, []
+    if cfg.num_threads is None:
+        change["num_threads"] = max(1, int(round(cpus_per_trial)))
+    if cpu_lacks(cfg.precision):
+        change["precision"] = "fp32"
+        notes.append(f"precision {cfg.precision} measured as fp32: this CPU has no "
+                     f"{cfg.precision} instructions (a GPU trial runs {cfg.precision})")
+    return cfg.model_copy(update=change), notes
+
+
 def measure(cfg: TrainConfig, steps: int = 2) -> Footprint:
     """Build ``cfg``'s trial (data, source model, target model, optimisers) and time ``steps``
     stage-1 and stage-2 steps after a warm-up step each, at ``cfg.batch_size`` target and
@@ -155,4 +175,4 @@ def _measure(cfg: TrainConfig, steps: int) -> Footprint:
                      reserved_bytes=int(reserved), device_total_bytes=int(total),
                      stage1_step_s=stage1, stage2_step_s=stage2, eval_sample_s=evaluate,
                      steps_per_epoch=t.steps_per_epoch, n_val=len(t.x_val), batch_size=b,
-                     source_batch_size=cfg.source_batch_size)
+                     source_batch_size=cfg.source_batch_size, precision=cfg.precision)

@@ -46,3 +46,25 @@ def test_bad_plan_flags_are_one_line(capsys, argv, message):
     assert main(["plan", "--task", "darcy", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_plan_on_a_cpu_measures_with_the_trials_threads_and_names_an_emulated_precision(capsys):
+    """The plan measures what a trial gets (torch threads = --cpus-per-trial) and, on a CPU
+    without bf16 instructions, bf16 as fp32 (emulated, it would take many times longer), saying
+    so."""
+    import torch
+
+    from mona_tune.train.trainer import cpu_lacks
+
+    threads = torch.get_num_threads()
+    argv = ["plan", "--task", "darcy", "--steps", "1", "--set", "n_train=24", "--set",
+            "n_test=8", "--set", "precision=bf16", "--cpus-per-trial", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    if cpu_lacks("bf16"):
+        assert "  fp32, batch 16" in out
+        assert "note: precision bf16 measured as fp32: this CPU has no bf16 instructions" in out
+    else:
+        assert "  bf16, batch 16" in out and "note:" not in out
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(threads)

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from mona_tune.cli.plan import random_weights_file
+from mona_tune.models.checkpoints import random_weights_file
 from mona_tune.config import TrainConfig
 from mona_tune.train.trainer import Trainer
 

@@ -29,3 +29,24 @@ def test_other_errors_pass_through_and_gpus_are_not_capped():
     before = resource.getrlimit(resource.RLIMIT_AS)
     with cpu_memory_guard("cuda:0", available=1):
         assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
+def test_plan_config_keeps_a_gpu_config_and_a_given_thread_count():
+    from mona_tune.config import TrainConfig
+    from mona_tune.train.footprint import plan_config
+
+    cfg = TrainConfig(device="cpu", num_threads=3, precision="fp32")
+    assert plan_config(cfg, cpus_per_trial=2) == (cfg, [])
+    cfg2, notes = plan_config(TrainConfig(device="cpu", precision="fp32"), cpus_per_trial=2.4)
+    assert cfg2.num_threads == 2 and notes == []
+
+
+def test_cpu_lacks_reads_the_cpu_flags(tmp_path):
+    from mona_tune.train.trainer import cpu_lacks
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert cpu_lacks("bf16", info) and cpu_lacks("fp16", info) and not cpu_lacks("fp32", info)
+    info.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_fp16\n")
+    assert not cpu_lacks("bf16", info) and not cpu_lacks("fp16", info)
+    assert not cpu_lacks("bf16", tmp_path / "missing")  # flags unknown: as asked
