@@ -9,6 +9,7 @@ and reports
 - the search's wall time.
 
     python benchmarks/search_schedulers.py [--seeds 0 1] [--num-samples 8] [--space darcy]
+        [--grace-period G] [--reduction-factor R] [--variants optuna-fifo optuna-asha]
 
 The last line is the headline: the share of FIFO's stage-2 epochs ASHA needed to get within 2%.
 """
@@ -40,6 +41,7 @@ def run_one(search: str, scheduler: str, seed: int, args) -> dict:
         task="darcy", space=args.space, name=name, storage=str(OUT / "runs"),
         tracking_uri=f"sqlite:///{OUT / 'mlflow.db'}", sampler=search, scheduler=scheduler,
         seed=seed, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor,
         quiet=True, register_model=False))
     t0 = time.time()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=8)
     p.add_argument("--max-concurrent", type=int, default=2)
     p.add_argument("--space", default="darcy")
+    p.add_argument("--grace-period", type=int, default=None, help="ASHA's (default: the space's)")
+    p.add_argument("--reduction-factor", type=float, default=None,
+                   help="ASHA's (default: the space's)")
     p.add_argument("--variants", nargs="+", default=[f"{a}-{b}" for a, b in VARIANTS],
                    help="searcher-scheduler pairs, e.g. optuna-asha random-fifo")
     args = p.parse_args(argv)

@@ -47,6 +47,9 @@ def plan(args) -> dict:
             raise MonaError("--random-weights needs --source-model (a timm Swin name)")
         fixed["weights"] = random_weights_file(fixed["source_model"])
     cfg, notes = plan_config(costliest_config(fixed, space.searched), args.cpus_per_trial)
+    if cfg.scale == "paper" and cfg.data_dir is None and cfg.n_train is None:
+        notes.append("epochs of the embedded generated data set: --data-dir DIR, or --set "
+                     "n_train=N, plans the epochs of the real one")
     fp = measure(cfg, steps=args.steps)
     gpus = args.gpus_per_trial
     if fp.memory_kind == "cuda":

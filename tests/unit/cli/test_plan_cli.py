@@ -27,13 +27,18 @@ def test_plan_measures_one_trial_of_the_space(capsys):
     assert p["device_share"] == pytest.approx(1 / __import__("os").cpu_count())
 
 
-def test_plan_prints_a_table(capsys):
-    assert main(["plan", "--task", "darcy", "--steps", "1", *SMALL,
-                 "--set", "method=ft"]) == 0
+def test_plan_prints_a_table(capsys, tmp_path):
+    """A table; a paper-scale plan on the embedded data set says that its epochs are those of
+    that set."""
+    space = tmp_path / "paper-like.yaml"
+    space.write_text("searched:\n  lr: {loguniform: [1.0e-3, 1.0e-2]}\nfixed:\n  method: ft\n"
+                     "  scale: paper\n  epochs: 2\n  batch_size: 16\n  num_threads: 1\n")
+    assert main(["plan", "--task", "darcy", "--space", str(space), "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "peak resident memory of the trial process" in out
     assert "step times: stage 1 (none), stage 2" in out  # ft has no stage 1
     assert "FIFO:" in out and "ASHA:" in out
+    assert "note: epochs of the embedded generated data set: --data-dir DIR" in out
 
 
 @pytest.mark.parametrize("argv,message", [
