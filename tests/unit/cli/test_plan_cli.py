@@ -73,3 +73,17 @@ def test_plan_on_a_cpu_measures_with_the_trials_threads_and_names_an_emulated_pr
         assert "  bf16, batch 16" in out and "note:" not in out
     assert torch.get_num_threads() == 1
     torch.set_num_threads(threads)
+
+
+def test_plan_of_the_paper_space_runs_here(capsys):
+    """The packaged paper space plans on this machine (its batch sizes, bf16 measured as fp32
+    where the CPU lacks it); the embedded source model keeps it fast."""
+    from mona_tune.train.trainer import cpu_lacks
+
+    assert main(["plan", "--task", "darcy", "--space", "darcy-paper", "--steps", "1", "--json",
+                 *SMALL]) == 0
+    p = json.loads(capsys.readouterr().out.strip())
+    assert p["batch_size"] == 4 and p["source_batch_size"] == 32 and p["method"] == "mona"
+    assert p["precision"] == ("fp32" if cpu_lacks("bf16") else "bf16")
+    assert p["stage1_epochs"] == 10 and p["epochs"] == 100  # warmup_epochs' largest value
+    assert p["asha"]["device_hours"] < p["fifo"]["device_hours"]
