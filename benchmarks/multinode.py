@@ -126,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
           f"({one['fixed']:.2f}s fixed per trial), two nodes (2 x 1 CPU) "
           f"{two['search_wall']:.0f}s ({two['fixed']:.2f}s fixed per trial, trials on "
           f"{two['nodes']} nodes)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_json import record
+
+    record("two_node_vs_one_node_wall", round(two["search_wall"] / one["search_wall"], 3),
+           goal="<= 1.10 (the same 2 CPUs as two 1-CPU nodes)",
+           command="python benchmarks/multinode.py " + " ".join(argv or sys.argv[1:]),
+           one_node_s=round(one["search_wall"], 1), two_nodes_s=round(two["search_wall"], 1),
+           trials=args.trials)
     return 0
 
 
