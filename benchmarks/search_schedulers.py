@@ -134,18 +134,17 @@ def record_savings(asha: list[dict], fifo: dict, argv: list[str] | None) -> None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from results_json import record
 
-    command = "python benchmarks/search_schedulers.py " + " ".join(argv or sys.argv[1:])
-    savings = {str(r["seed"]): (round(fifo[r["seed"]]["spent"] / r["reach"], 2)
-                                if r.get("reach") else None)
-               for r in asha if r["seed"] in fifo}
-    record("asha_epoch_savings", savings, goal=">= 3 in every seed", command=command.strip(),
-           asha_share_of_fifo_epochs={str(r["seed"]): round(r["spent"] / fifo[r["seed"]]["spent"],
-                                                            3) for r in asha if r["seed"] in fifo},
-           best_gap_to_fifo={str(r["seed"]): round(r["best"] / fifo[r["seed"]]["best"] - 1, 4)
-                             for r in asha if r["seed"] in fifo})
+    command = ("python benchmarks/search_schedulers.py " + " ".join(argv or sys.argv[1:])).strip()
+    paired = [(str(r["seed"]), r, fifo[r["seed"]]) for r in asha if r["seed"] in fifo]
+    savings = {seed: round(f["spent"] / r["reach"], 2) if r.get("reach") else None
+               for seed, r, f in paired}
+    record("asha_epoch_savings", savings, goal=">= 3 in every seed", command=command,
+           asha_share_of_fifo_epochs={seed: round(r["spent"] / f["spent"], 3)
+                                      for seed, r, f in paired},
+           best_gap_to_fifo={seed: round(r["best"] / f["best"] - 1, 4) for seed, r, f in paired})
     hit = sum(1 for v in savings.values() if v is not None)
     record("asha_within_2pct", f"{hit}/{len(savings)}", goal=f"{len(savings)}/{len(savings)}",
-           command=command.strip())
+           command=command)
 
 
 if __name__ == "__main__":

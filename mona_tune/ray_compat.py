@@ -86,7 +86,7 @@ def tuner_search_alg(tuner):
 
 def register_checkpoint(trial, dir_name: str, result: dict) -> None:
     """Make ``trial`` (restored, not started) continue from its checkpoint folder ``dir_name``,
-    with ``result`` (its line in ``result.json``) as its last result."""
+    with ``result`` (the result reported with that checkpoint) as its last result."""
     import time
     from pathlib import PurePosixPath
 

@@ -47,6 +47,11 @@ from mona_tune.errors import MonaError
 from mona_tune.models.embedders import init_from_source
 from mona_tune.models.encoder import DROP_PATH_RATE, SwinBody, create_timm_swin
 
+def trial_threads(cpus_per_trial: float) -> int:
+    """Torch threads of a trial given ``cpus_per_trial`` CPUs (at least 1)."""
+    return max(1, int(round(cpus_per_trial)))
+
+
 def cpu_threads(requested: int | None = None) -> int:
     """Torch CPU threads: ``requested``, else half the usable cores (at least 1).
 

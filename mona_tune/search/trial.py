@@ -350,6 +350,7 @@ def train_trial(config: dict, settings: TrialSettings, *, trial_id: str, trial_n
     from ray import tune
 
     from mona_tune.config import TrainConfig
+    from mona_tune.models.source import trial_threads
 
     t_start = time.perf_counter()
     mr.ride_out_outages()
@@ -357,9 +358,8 @@ def train_trial(config: dict, settings: TrialSettings, *, trial_id: str, trial_n
         logging.getLogger(name).setLevel(logging.WARNING)
 
     values = dict(config)
-    threads = max(1, int(round(settings.cpus_per_trial)))
     if values.get("num_threads") is None:
-        values["num_threads"] = threads
+        values["num_threads"] = trial_threads(settings.cpus_per_trial)
     torch.set_num_threads(int(values["num_threads"]))
     cfg = TrainConfig(**values)
 

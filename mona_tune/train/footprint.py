@@ -123,13 +123,14 @@ def plan_config(cfg: TrainConfig, cpus_per_trial: float) -> tuple[TrainConfig, l
     with the torch threads a trial gets (its CPUs), and a precision this CPU has no instructions
     for measured as fp32 (emulated there, it would take many times longer than on the GPU the
     space is meant for)."""
+    from mona_tune.models.source import trial_threads
     from mona_tune.train.trainer import cpu_lacks, resolve_device
 
     if resolve_device(cfg.device).type != "cpu":
         return cfg, []
     change, notes = {}, []
     if cfg.num_threads is None:
-        change["num_threads"] = max(1, int(round(cpus_per_trial)))
+        change["num_threads"] = trial_threads(cpus_per_trial)
     if cpu_lacks(cfg.precision):
         change["precision"] = "fp32"
         notes.append(f"precision {cfg.precision} measured as fp32: this CPU has no "
