@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import functools
 import math
+import mmap
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -194,10 +194,18 @@ def make_sample(fmt: str, seed: int, part: int, index: int, resolution: int,
     return a, solve_darcy(a, beta, "cell")
 
 
-def _job(args: tuple) -> tuple[int, np.ndarray, np.ndarray]:
+# part -> (a, u) output arrays in memory shared with forked workers, which write their samples
+# there instead of sending them back through the pool's pipe (a 421² sample is 2.8 MB)
+_OUT: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+
+def _job(args: tuple) -> tuple[int, int, np.ndarray | None, np.ndarray | None]:
     fmt, seed, part, index, resolution, beta = args
     a, u = make_sample(fmt, seed, part, index, resolution, beta)
-    return index, a, u
+    if _OUT is not None:
+        _OUT[part][0][index], _OUT[part][1][index] = a, u
+        return part, index, None, None
+    return part, index, a, u
 
 
 def _one_blas_thread() -> None:
@@ -209,36 +217,54 @@ def _one_blas_thread() -> None:
     threadpool_limits(1)
 
 
-def _samples(fmt: str, seed: int, part: int, n: int, resolution: int, beta: float, workers: int,
-             progress: bool, desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def _shared_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array in an anonymous shared mapping (inherited by forked workers)."""
+    count = math.prod(shape)
+    buf = mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize))
+    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
+
+
+def _collect(fmt: str, seed: int, parts: dict[int, int], resolution: int, beta: float,
+             workers: int, progress: bool, desc: str,
+             dtype) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """part -> (a, u): the samples of each part (part -> sample count), in index order.
+
+    One pool serves every part, so each worker analyses the grid's sparsity pattern once. Forked
+    workers write into shared output arrays; spawned ones (platforms without fork) send their
+    samples back.
+    """
     from tqdm import tqdm
 
-    jobs = [(fmt, seed, part, i, resolution, beta) for i in range(n)]
-    bar = tqdm(total=n, desc=desc, unit="sample", file=sys.stderr, disable=not progress,
+    global _OUT
+    jobs = [(fmt, seed, part, i, resolution, beta) for part, n in parts.items() for i in range(n)]
+    workers = min(workers, len(jobs))
+    fork = workers > 1 and "fork" in multiprocessing.get_all_start_methods()
+    empty = _shared_empty if fork else np.empty
+    out = {part: (empty((n, resolution, resolution), dtype), empty((n, resolution, resolution),
+                                                                    dtype))
+           for part, n in parts.items()}
+    bar = tqdm(total=len(jobs), desc=desc, unit="sample", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
+    pool = None
     try:
-        if workers <= 1 or n <= 1:
-            for job in jobs:
-                yield _job(job)
-                bar.update()
-            return
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        chunk = max(1, min(16, n // (4 * workers)))
-        with multiprocessing.get_context(method).Pool(min(workers, n),
-                                                      initializer=_one_blas_thread) as pool:
-            for result in pool.imap_unordered(_job, jobs, chunksize=chunk):
-                yield result
-                bar.update()
+        if workers <= 1:
+            results = map(_job, jobs)
+        else:
+            _OUT = out if fork else None
+            pool = multiprocessing.get_context("fork" if fork else "spawn").Pool(
+                workers, initializer=_one_blas_thread)
+            chunk = max(1, min(16, len(jobs) // (4 * workers)))
+            results = pool.imap_unordered(_job, jobs, chunksize=chunk)
+        for part, i, a, u in results:
+            if a is not None:
+                out[part][0][i], out[part][1][i] = a, u
+            bar.update()
     finally:
         bar.close()
-
-
-def _collect(fmt, seed, part, n, resolution, beta, workers, progress, desc, dtype):
-    a_all = np.empty((n, resolution, resolution), dtype=dtype)
-    u_all = np.empty((n, resolution, resolution), dtype=dtype)
-    for i, a, u in _samples(fmt, seed, part, n, resolution, beta, workers, progress, desc):
-        a_all[i], u_all[i] = a, u
-    return a_all, u_all
+        _OUT = None
+        if pool is not None:
+            pool.terminate()
+    return out
 
 
 # ---------------------------------------------------------------- writers
@@ -338,19 +364,19 @@ def make_dataset(out: Path | str, fmt: str = "fno", n_train: int | None = None,
 
     if fmt == "fno":
         # both parts first, then the files: an interrupted run leaves no file behind
-        parts = [(part, n, _collect("fno", seed, part, n, resolution, beta, workers, progress,
-                                    f"fno smooth{part} r{resolution}", np.float64))
-                 for part, n in ((1, n_train), (2, n_test))]
+        counts = {1: n_train, 2: n_test}
+        parts = _collect("fno", seed, counts, resolution, beta, workers, progress,
+                         f"fno smooth1+2 r{resolution}", np.float64)
         paths = []
-        for part, n, (coeff, sol) in parts:
-            path = out / fno_filename(resolution, n, part)
+        for part, (coeff, sol) in parts.items():
+            path = out / fno_filename(resolution, counts[part], part)
             _write_mat(path, coeff, sol)
             paths.append(path)
         return paths
 
     total = n_train + n_test
-    nu, u = _collect("pdebench", seed, 0, total, resolution, beta, workers, progress,
-                     f"pdebench β={beta} r{resolution}", np.float32)
+    nu, u = _collect("pdebench", seed, {0: total}, resolution, beta, workers, progress,
+                     f"pdebench β={beta} r{resolution}", np.float32)[0]
     path = out / pdebench_filename(beta)
     _write_pdebench(path, nu, u, beta)
     return [path]

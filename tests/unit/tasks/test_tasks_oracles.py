@@ -200,35 +200,39 @@ def test_make_sample_uses_beta_1_by_default_and_the_sample_stream():
     assert np.abs(flux_residual(a, u, 1.0, "node")).max() < 1e-9
 
 
-def test_job_returns_the_index_and_the_sample():
-    index, a, u = generate._job(("pdebench", 4, 0, 7, 5, 0.5))
+def test_job_returns_the_part_the_index_and_the_sample():
+    part, index, a, u = generate._job(("pdebench", 4, 0, 7, 5, 0.5))
     want_a, want_u = make_sample("pdebench", 4, 0, 7, 5, beta=0.5)
-    assert index == 7
+    assert (part, index) == (0, 7)
     np.testing.assert_array_equal(a, want_a)
     np.testing.assert_array_equal(u, want_u)
 
 
 def test_collect_stacks_samples_in_index_order_and_dtype():
-    a, u = generate._collect("pdebench", 5, 0, 3, 5, 0.5, 1, False, "x", np.float32)
+    a, u = generate._collect("pdebench", 5, {0: 3}, 5, 0.5, 1, False, "x", np.float32)[0]
     assert a.shape == u.shape == (3, 5, 5) and a.dtype == u.dtype == np.float32
     for i in range(3):
         wa, wu = make_sample("pdebench", 5, 0, i, 5, beta=0.5)
         np.testing.assert_array_equal(a[i], wa.astype(np.float32))
         np.testing.assert_array_equal(u[i], wu.astype(np.float32))
-    a64, _ = generate._collect("fno", 5, 2, 2, 5, 1.0, 1, False, "x", np.float64)
+    a64, _ = generate._collect("fno", 5, {2: 2}, 5, 1.0, 1, False, "x", np.float64)[2]
     assert a64.dtype == np.float64
     np.testing.assert_array_equal(a64[1], make_sample("fno", 5, 2, 1, 5)[0])
 
 
-def test_parallel_generation_equals_serial():
-    serial = list(generate._samples("pdebench", 1, 0, 10, 4, 0.2, 1, False, ""))
-    assert [i for i, _, _ in serial] == list(range(10))
-    parallel = sorted(generate._samples("pdebench", 1, 0, 10, 4, 0.2, 2, False, ""),
-                      key=lambda t: t[0])
-    assert [i for i, _, _ in parallel] == list(range(10))
-    for (_, a1, u1), (_, a2, u2) in zip(serial, parallel):
-        np.testing.assert_array_equal(a1, a2)
-        np.testing.assert_array_equal(u1, u2)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_parallel_generation_equals_serial(workers):
+    """Two parts from one pool (forked workers write into shared arrays): every sample lands in
+    its part at its index, equal to the sample made alone."""
+    parts = generate._collect("fno", 1, {1: 7, 2: 3}, 6, 1.0, workers, False, "", np.float64)
+    assert sorted(parts) == [1, 2]
+    for part, n in ((1, 7), (2, 3)):
+        a, u = parts[part]
+        assert a.shape == u.shape == (n, 6, 6)
+        for i in range(n):
+            want_a, want_u = make_sample("fno", 1, part, i, 6)
+            np.testing.assert_array_equal(a[i], want_a)
+            np.testing.assert_array_equal(u[i], want_u)
 
 
 def test_progress_bar_only_when_asked(tmp_path, capsys):
