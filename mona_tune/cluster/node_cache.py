@@ -20,11 +20,12 @@ _MAX_THREADS = 8
 _SKIP = (".lock", "lock")
 
 
-def fill_caches(cfg_values: dict) -> tuple[dict, dict[str, bytes]]:
+def fill_caches(cfg_values: dict, ship: bool = True) -> tuple[dict, dict[str, bytes]]:
     """Load the task data and the source model of ``cfg_values`` (the search's fixed fields) into
     this node's cache; returns the seconds each took (and the bytes cached, and under
     ``provenance`` what the search trains on: train/provenance.py), and the files of the cache
-    entries used (relative path -> bytes)."""
+    entries used (relative path -> bytes; none unless ``ship``: a single node keeps them on its
+    disk, and the object store does not hold a copy)."""
     import torch
 
     from mona_tune.cache import cache_root, used_entries
@@ -45,7 +46,7 @@ def fill_caches(cfg_values: dict) -> tuple[dict, dict[str, bytes]]:
     out["provenance"] = provenance(cfg, data, source)
     root = cache_root()
     files = {}
-    for entry in used_entries():
+    for entry in used_entries() if ship else ():
         for f in sorted(root.joinpath(*entry).rglob("*")):
             if f.is_file() and f.name not in _SKIP and not f.name.endswith(_SKIP) \
                     and not f.name.endswith(".part"):
@@ -110,13 +111,13 @@ def prepare_nodes(fixed: dict, nodes: list, cpus_per_trial: float, gpus_per_tria
     able = trial_nodes(nodes, cpus_per_trial, gpus_per_trial)
     first, cpus, gpus, values = fill_plan(fixed, able, ray.get_runtime_context().get_node_id(),
                                           gpus_per_trial)
+    others = [n for n in able if n is not first]
     t0 = time.time()
     # the files stay in the object store and go from that node to the others, not via the driver
     timings_ref, files_ref = pinned(fill_caches, first, num_cpus=cpus, num_gpus=gpus,
-                                    num_returns=2).remote(values)
+                                    num_returns=2).remote(values, bool(others))
     timings: dict = dict(gather({first: timings_ref}, timeout,
                                 "preparing the data and the source model")[first])
-    others = [n for n in able if n is not first]
     if others:
         t1 = time.time()
         refs = {n: pinned(install_files, n, num_cpus=0).remote(files_ref) for n in others}

@@ -98,6 +98,9 @@ def test_fill_caches_loads_and_ships_the_entries_used(fast_source, mona_cache):
     assert set(out) == {"data_s", "source_model_s", "cache_bytes", "provenance"}
     assert out["provenance"]["source.data"] == "digits"  # what the driver logs (provenance.py)
     assert not any("file-hashes" in k for k in files), "the hash cache stays on its node"
+    alone, none = node_cache.fill_caches(dict(FIXED), ship=False)  # a single node ships nothing
+    assert none == {} and alone["cache_bytes"] == 0
+    assert alone["provenance"] == out["provenance"]
     assert 0 <= out["data_s"] < 5 and 0 <= out["source_model_s"] < 5  # both found in memory
 
 
