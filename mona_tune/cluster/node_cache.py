@@ -21,8 +21,8 @@ _SKIP = (".lock", "lock")
 
 
 def fill_caches(cfg_values: dict, ship: bool = True) -> tuple[dict, dict[str, bytes]]:
-    """Load the task data and the source model of ``cfg_values`` (the search's fixed fields) into
-    this node's cache; returns the seconds each took (and the bytes cached, and under
+    """Load the task data, the source model and its pretrained probe error of ``cfg_values`` (the
+    search's fixed fields) into this node's cache; returns the seconds each took (and the bytes cached, and under
     ``provenance`` what the search trains on: train/provenance.py), and the files of the cache
     entries used (relative path -> bytes; none unless ``ship``: a single node keeps them on its
     disk, and the object store does not hold a copy)."""
@@ -32,6 +32,7 @@ def fill_caches(cfg_values: dict, ship: bool = True) -> tuple[dict, dict[str, by
     from mona_tune.config import TrainConfig
     from mona_tune.train import loaded
     from mona_tune.train.provenance import provenance
+    from mona_tune.train.trainer import resolve_device
 
     cfg = TrainConfig(**cfg_values)
     if cfg.num_threads:
@@ -43,6 +44,9 @@ def fill_caches(cfg_values: dict, ship: bool = True) -> tuple[dict, dict[str, by
     t = time.time()
     source = loaded.source_model(cfg)
     out["source_model_s"] = time.time() - t
+    t = time.time()
+    loaded.pretrained_probe_error(cfg, resolve_device(cfg.device))  # the trials' reference line
+    out["probe_s"] = time.time() - t
     out["provenance"] = provenance(cfg, data, source)
     root = cache_root()
     files = {}

@@ -2,7 +2,8 @@
 
 Ray reuses actors across trials; with these caches a new trial of the same task and source model
 finds the task data, the source data, the source model and the pretrained probe reference
-already in memory. Everything returned is shared: callers must not modify it in place.
+already in memory (the probe reference also on disk, per node). Everything returned is shared:
+callers must not modify it in place.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from mona_tune.models.source import DEFAULT_SOURCE_DATA, SourceData, SourceModel
 from mona_tune.tasks import TaskData, get_task
 
 # The TrainConfig fields a task loader may read (see mona_tune.tasks).
+PROBE_CACHE_FORMAT = 1  # bump when the probe's definition changes: cached values are then recomputed
+
 TASK_DATA_FIELDS = ("task", "data_dir", "n_train", "n_test", "val_fraction", "resolution", "beta",
                     "nu", "rho", "target_kind")
 
@@ -53,26 +56,73 @@ def _source_model(name: str | None, weights: str | None, data_spec: str,
 
 
 def pretrained_probe_error(cfg: TrainConfig, device: torch.device) -> float:
-    """``source_probe_error`` of the pretrained encoder: the reference line of every run."""
+    """``source_probe_error`` of the pretrained encoder: the reference line of every run.
+
+    Computed once per node and device type (cached on disk under ``probe/`` by the bytes of the
+    source model and of its probe images, not by names or paths), so the trials of a search, which
+    the search's preparation ships that entry to, and later runs read it instead of probing again
+    (a Swin-B probe costs a GPU seconds and a CPU minutes)."""
     return _pretrained_probe_error(cfg.source_model, cfg.weights, cfg.source_data or DEFAULT_SOURCE_DATA,
                                    cfg.probe_samples, str(device))
+
+
+def _digest(h, value) -> None:
+    """Feed ``value`` (tensors, dicts, sequences, numbers, strings) into the hash ``h``."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        for k in sorted(value):
+            h.update(str(k).encode())
+            _digest(h, value[k])
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _digest(h, v)
+    else:
+        h.update(repr(value).encode())
+
+
+def probe_key(src: SourceModel, data: SourceData, device_type: str) -> str:
+    """What the pretrained probe's value depends on: the source model's weights and
+    normalisation, the probe images and labels, the probe's settings and the device type."""
+    import hashlib
+
+    from mona_tune.train.probe import FOLDS, REPEATS
+
+    h = hashlib.blake2b(digest_size=16)
+    _digest(h, [PROBE_CACHE_FORMAT, FOLDS, REPEATS, device_type, src.net.state_dict(),
+                list(src.mean), list(src.std), data.x_probe, data.y_probe])
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=4)
 def _pretrained_probe_error(name, weights, data_spec, probe_samples, device: str) -> float:
     import copy
+    import json
 
+    from mona_tune.cache import atomic_path, cache_dir
     from mona_tune.train.probe import source_probe_error
 
     src = _source_model(name, weights, data_spec, probe_samples)
     data = _source_data(data_spec, probe_samples)
+    path = cache_dir("probe", probe_key(src, data, torch.device(device).type)) / "error.json"
+    try:
+        return float(json.loads(path.read_text())["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     body = src.body().to(device)
     source_embedder = copy.deepcopy(src.embedder).to(device)
 
     def embed(images):
         return source_embedder(src.prepare(images.to(device)))
 
-    return source_probe_error(body, embed, data.x_probe, data.y_probe)
+    error = source_probe_error(body, embed, data.x_probe, data.y_probe)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"error": error, "source_model": src.model_id,
+                                   "source_data": data_spec, "probe_samples": probe_samples,
+                                   "device": device}) + "\n")
+    return error
 
 
 def clear() -> None:

@@ -66,14 +66,19 @@ def test_the_nodes_that_can_hold_a_trial():
 
 
 def _entry_files(root: Path) -> list[Path]:
-    """The files of this module's data entry and of its source model's entry in ``root``."""
+    """The files of this module's data entry, of its source model's entry and of that model's
+    pretrained probe error in ``root``."""
     from mona_tune.config import TrainConfig
     from mona_tune.train import loaded
 
-    key = loaded.source_model(TrainConfig(**FIXED)).model_id.rsplit("-", 1)[1]
+    cfg = TrainConfig(**FIXED)
+    src = loaded.source_model(cfg)
+    key = src.model_id.rsplit("-", 1)[1]
     found = [p for name in DATA_FILES for p in root.glob(f"data/*/{name}")]
     found += [root / "source" / key / name for name in ("model.pt", "meta.json")]
-    assert len(found) == 4 and all(p.is_file() for p in found), found
+    found.append(root / "probe" / loaded.probe_key(src, loaded.source_data(cfg), "cpu")
+                 / "error.json")
+    assert len(found) == 5 and all(p.is_file() for p in found), found
     return found
 
 
@@ -95,7 +100,8 @@ def test_fill_caches_loads_and_ships_the_entries_used(fast_source, mona_cache):
     assert not shipped & {"lock", "x.part", "y.lock"}
     assert all(files[k] == (mona_cache / k).read_bytes() for k in files)
     assert out["cache_bytes"] == sum(len(b) for b in files.values())
-    assert set(out) == {"data_s", "source_model_s", "cache_bytes", "provenance"}
+    assert set(out) == {"data_s", "source_model_s", "probe_s", "cache_bytes", "provenance"}
+    assert any(Path(k).parts[0] == "probe" for k in files)  # the trials' reference line
     assert out["provenance"]["source.data"] == "digits"  # what the driver logs (provenance.py)
     assert not any("file-hashes" in k for k in files), "the hash cache stays on its node"
     alone, none = node_cache.fill_caches(dict(FIXED), ship=False)  # a single node ships nothing
@@ -140,8 +146,8 @@ def test_prepare_nodes_on_a_real_ray(local_ray, fast_source, mona_cache):
     assert 0 <= timings["copy_s"] <= elapsed  # the copy's own seconds
     assert timings["nodes"] == 2 and timings["nodes_filled"] == 0
     assert timings["cache_bytes"] == sum(p.stat().st_size for p in _entry_files(mona_cache))
-    assert set(timings) == {"data_s", "source_model_s", "cache_bytes", "copy_s", "nodes",
-                            "nodes_filled", "prepared_on", "provenance"}
+    assert set(timings) == {"data_s", "source_model_s", "probe_s", "cache_bytes", "copy_s",
+                            "nodes", "nodes_filled", "prepared_on", "provenance"}
     alone = node_cache.prepare_nodes(FIXED, [node], 1, 0)
     assert alone["nodes"] == 1 and alone["prepared_on"] == node.label
     assert "copy_s" not in alone and "nodes_filled" not in alone
