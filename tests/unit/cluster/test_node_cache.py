@@ -66,8 +66,8 @@ def test_the_nodes_that_can_hold_a_trial():
 
 
 def _entry_files(root: Path) -> list[Path]:
-    """The files of this module's data entry, of its source model's entry and of that model's
-    pretrained probe error in ``root``."""
+    """The files of this module's data entry, of its source model's entry, of that model's
+    pretrained probe error and of the source data (digits) in ``root``."""
     from mona_tune.config import TrainConfig
     from mona_tune.train import loaded
 
@@ -78,7 +78,8 @@ def _entry_files(root: Path) -> list[Path]:
     found += [root / "source" / key / name for name in ("model.pt", "meta.json")]
     found.append(root / "probe" / loaded.probe_key(src, loaded.source_data(cfg), "cpu")
                  / "error.json")
-    assert len(found) == 5 and all(p.is_file() for p in found), found
+    found += list(root.glob("source-data/*/digits.npz"))
+    assert len(found) == 6 and all(p.is_file() for p in found), found
     return found
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -246,6 +247,29 @@ def test_digits_split_is_fixed_and_disjoint():
     assert torch.equal(a.y_probe, b.y_probe)
     assert (len(a.y_pretrain), len(a.y_align), len(a.y_probe)) == (1097, 300, 400)
     assert a.x_probe.shape[1:] == (3, 8, 8) and int(a.x_probe.max()) == 255
+
+
+def test_digits_are_sklearns_read_from_the_cache_without_importing_sklearn(tmp_path):
+    """The cached arrays equal scikit-learn's digits (scaled to 0..255); a new process that finds
+    them in the cache loads the digits without importing sklearn (a second per trial process)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    env = {**os.environ, "MONA_TUNE_CACHE": str(tmp_path)}
+    code = ("import sys; from mona_tune.models.source import load_source_data; "
+            "d = load_source_data('digits'); print(len(d.y_probe), 'sklearn' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for _ in range(2)]
+    assert runs == [["400", "True"], ["400", "False"]]
+    (path,) = tmp_path.glob("source-data/*/digits.npz")
+    d = load_digits()
+    with np.load(path) as f:
+        np.testing.assert_array_equal(f["images"], np.round(d.images * (255.0 / 16.0)))
+        np.testing.assert_array_equal(f["labels"], d.target)
+        assert f["images"].dtype == np.uint8 and f["labels"].dtype == np.int64
 
 
 def test_the_source_data_registry_matches_the_config():
