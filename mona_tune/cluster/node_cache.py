@@ -22,10 +22,10 @@ _SKIP = (".lock", "lock")
 
 def fill_caches(cfg_values: dict, ship: bool = True) -> tuple[dict, dict[str, bytes]]:
     """Load the task data, the source model and its pretrained probe error of ``cfg_values`` (the
-    search's fixed fields) into this node's cache; returns the seconds each took (and the bytes cached, and under
-    ``provenance`` what the search trains on: train/provenance.py), and the files of the cache
-    entries used (relative path -> bytes; none unless ``ship``: a single node keeps them on its
-    disk, and the object store does not hold a copy)."""
+    search's fixed fields) into this node's cache; returns the seconds each took (and the bytes
+    cached, and under ``provenance`` what the search trains on: train/provenance.py), and the
+    files of the cache entries used (relative path -> bytes; none unless ``ship``: a single node
+    keeps them on its disk, and the object store holds no copy)."""
     import torch
 
     from mona_tune.cache import cache_root, used_entries

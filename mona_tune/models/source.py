@@ -131,7 +131,7 @@ def load_source_data(spec: str | None, probe_samples: int = 400) -> SourceData:
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1797 handwritten digits as uint8 images ``(N, 8, 8)`` in 0..255 and int64
     labels, kept in the cache after the first read (importing ``sklearn.datasets`` costs a
-    second in every new trial process; the arrays take 0.1 ms to read)."""
+    second in every new trial process; reading the arrays, milliseconds)."""
     path = cache_dir("source-data", "digits-v1") / "digits.npz"
     try:
         with np.load(path) as f:

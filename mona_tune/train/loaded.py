@@ -17,9 +17,10 @@ from mona_tune.models.load import load_source_model
 from mona_tune.models.source import DEFAULT_SOURCE_DATA, SourceData, SourceModel, load_source_data
 from mona_tune.tasks import TaskData, get_task
 
-# The TrainConfig fields a task loader may read (see mona_tune.tasks).
-PROBE_CACHE_FORMAT = 1  # bump when the probe's definition changes: cached values are then recomputed
+# bump when the probe's definition changes: the values cached on disk are then computed again
+PROBE_CACHE_FORMAT = 1
 
+# The TrainConfig fields a task loader may read (see mona_tune.tasks).
 TASK_DATA_FIELDS = ("task", "data_dir", "n_train", "n_test", "val_fraction", "resolution", "beta",
                     "nu", "rho", "target_kind")
 
@@ -58,10 +59,10 @@ def _source_model(name: str | None, weights: str | None, data_spec: str,
 def pretrained_probe_error(cfg: TrainConfig, device: torch.device) -> float:
     """``source_probe_error`` of the pretrained encoder: the reference line of every run.
 
-    Computed once per node and device type (cached on disk under ``probe/`` by the bytes of the
-    source model and of its probe images, not by names or paths), so the trials of a search, which
-    the search's preparation ships that entry to, and later runs read it instead of probing again
-    (a Swin-B probe costs a GPU seconds and a CPU minutes)."""
+    Computed once per node and device type and kept on disk under ``probe/``, keyed by the bytes
+    of the source model and of its probe images (not by names or paths): the search's preparation
+    computes it and ships it with the cache, so its trials, and later runs, read it instead of
+    probing again (at paper scale a Swin-B probe takes seconds on a GPU, minutes on a CPU)."""
     return _pretrained_probe_error(cfg.source_model, cfg.weights, cfg.source_data or DEFAULT_SOURCE_DATA,
                                    cfg.probe_samples, str(device))
 
