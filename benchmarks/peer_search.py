@@ -41,6 +41,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -488,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-record", action="store_true", help="leave results.json alone")
     args = p.parse_args(argv)
     out = args.out.resolve()
-    for sub in ("library", "hand"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("library", "hand"):  # fresh stores: the MLflow counts are this run's searches
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir(parents=True)
 
     load_before = os.getloadavg()
     warm = warm_caches(args.n_train)
