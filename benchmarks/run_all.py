@@ -83,11 +83,11 @@ def main() -> int:
         )
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (
-        "# Benchmark results\n\n"
-        f"Written by `make bench` (`python benchmarks/run_all.py`) on {stamp}.\n\n"
-        f"Machine: {machine()}.\n\n"
-    )
+    written = "Written by `make bench` (`python benchmarks/run_all.py`)"
+    written += (f" on {stamp}." if not args.only else
+                f"; each section names its run. Last updated on {stamp} (`--only "
+                f"{' '.join(args.only)}`).")
+    header = f"# Benchmark results\n\n{written}\n\nMachine: {machine()}.\n\n"
     if args.only and args.results.exists():
         # Partial run: replace only the sections that ran, keep the others.
         old = args.results.read_text().split("\n## ")
