@@ -62,7 +62,8 @@ def pretrained_probe_error(cfg: TrainConfig, device: torch.device) -> float:
     Computed once per node and device type and kept on disk under ``probe/``, keyed by the bytes
     of the source model and of its probe images (not by names or paths): the search's preparation
     computes it and ships it with the cache, so its trials, and later runs, read it instead of
-    probing again (at paper scale a Swin-B probe takes seconds on a GPU, minutes on a CPU)."""
+    probing again (at paper scale, 400 probe images through a Swin-B: about 3 minutes on a 2-core
+    CPU, which evaluates 0.41 s per image)."""
     return _pretrained_probe_error(cfg.source_model, cfg.weights, cfg.source_data or DEFAULT_SOURCE_DATA,
                                    cfg.probe_samples, str(device))
 
