@@ -68,34 +68,17 @@ def pretrained_probe_error(cfg: TrainConfig, device: torch.device) -> float:
                                    cfg.probe_samples, str(device))
 
 
-def _digest(h, value) -> None:
-    """Feed ``value`` (tensors, dicts, sequences, numbers, strings) into the hash ``h``."""
-    if isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(value, dict):
-        for k in sorted(value):
-            h.update(str(k).encode())
-            _digest(h, value[k])
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _digest(h, v)
-    else:
-        h.update(repr(value).encode())
-
-
 def probe_key(src: SourceModel, data: SourceData, device_type: str) -> str:
     """What the pretrained probe's value depends on: the source model's weights and
     normalisation, the probe images and labels, the probe's settings and the device type."""
-    import hashlib
-
+    from mona_tune.cache import config_key
+    from mona_tune.models.shipped import tensors_sha256
     from mona_tune.train.probe import FOLDS, REPEATS
 
-    h = hashlib.blake2b(digest_size=16)
-    _digest(h, [PROBE_CACHE_FORMAT, FOLDS, REPEATS, device_type, src.net.state_dict(),
-                list(src.mean), list(src.std), data.x_probe, data.y_probe])
-    return h.hexdigest()
+    return config_key({
+        "format": PROBE_CACHE_FORMAT, "folds": FOLDS, "repeats": REPEATS, "device": device_type,
+        "weights": tensors_sha256(src.net.state_dict()), "mean": list(src.mean),
+        "std": list(src.std), "probe": tensors_sha256({"x": data.x_probe, "y": data.y_probe})})
 
 
 @functools.lru_cache(maxsize=4)

@@ -79,13 +79,12 @@ class _StateOnly(torch.nn.Module):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
-def test_digest_reads_every_byte_of_any_dtype(dtype):
-    import hashlib
+def test_the_tensor_hash_reads_every_byte_of_any_dtype(dtype):
+    """``shipped.tensors_sha256``, which the probe key hashes weights and probe images with."""
+    from mona_tune.models.shipped import tensors_sha256
 
     def key(t):
-        h = hashlib.blake2b(digest_size=16)
-        loaded._digest(h, {"w": t, "s": torch.tensor(3, dtype=dtype)})
-        return h.hexdigest()
+        return tensors_sha256({"w": t, "s": torch.tensor(3, dtype=dtype)})
 
     t = torch.arange(12, dtype=torch.float32).reshape(3, 4).to(dtype)
     u = t.clone()
