@@ -1,26 +1,49 @@
-# Two commands on a fresh machine: `make search` and `make test`. Both create .venv when missing.
+# Two commands on a fresh machine: `make search` and `make test`. Both create .venv when missing
+# and install into it exactly what locks/dev.txt names (versions and hashes): a new upstream
+# release never changes what a fresh clone installs. `make lock` refreshes the lock, on purpose.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := locks/dev.txt
+UV_VERSION := 0.13.10
 
-.PHONY: search test test-unit bench install clean mutation
+.PHONY: search test test-unit drift bench install lock clean mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+# the lock holds pip, setuptools and wheel too: the package itself installs without a build
+# environment fetched from PyPI that day
+$(STAMP): $(BIN)/python $(LOCK) pyproject.toml
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# locks/dev.txt: every extra (make install, .ci/run); locks/runtime.txt: the package with
+# [postgres,s3] at the same versions (the image, ray up, Slurm). Universal: markers, not this
+# machine, decide what each platform installs.
+LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --quiet
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml locks/tools.in --all-extras $(LOCK_ARGS) -o locks/dev.txt
+	$(BIN)/uv pip compile pyproject.toml locks/tools.in --extra postgres --extra s3 \
+	  -c locks/dev.txt $(LOCK_ARGS) -o locks/runtime.txt
 
 search: $(STAMP)
 	$(BIN)/mona-tune search --task darcy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) drift
+
+# the tests that compare trained numbers with constants (marked `drift`), once more under another
+# kernel choice of torch's: a CPU of another kind rounds differently, and this shows it first
+DRIFT_CAPABILITY ?= default
+drift: $(STAMP)
+	ATEN_CPU_CAPABILITY=$(DRIFT_CAPABILITY) $(BIN)/python -m pytest -q -m drift -p no:cacheprovider tests
 
 # the fast unit tests alone (tests/unit, about two minutes); `make test` runs them and tests/system
 test-unit: $(STAMP)

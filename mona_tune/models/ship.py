@@ -19,14 +19,19 @@ from mona_tune.models.shipped import (ACCURACY_TOLERANCE, SHIPPED_DATA, SHIPPED_
                                       tensors_sha256)
 
 
-def train(data_name: str = SHIPPED_DATA) -> tuple[dict, dict]:
+def train(data_name: str = SHIPPED_DATA, *, seed: int | None = None, threads: int = THREADS,
+          progress: bool = True) -> tuple[dict, dict]:
     """Train the embedded model on ``data_name`` as the recipe says, with :data:`THREADS`
-    threads; its state dict and the meta the package ships beside it."""
+    threads; its state dict and the meta the package ships beside it. ``seed`` and ``threads``
+    other than the recipe's measure how far its result moves (benchmarks/cpu_spread.py); the meta's
+    key stays the recipe's."""
     data = src.load_source_data(data_name)
     recipe, key = src.embedded_recipe_key(data)
+    if seed is not None:
+        recipe = {**recipe, "seed": seed}
     mean, std = src.EMBEDDED_MEAN_STD
     model = src.SourceModel("embedded", src._embedded_net(data.num_classes), mean, std)
-    net, info = src._pretrain(model, data, recipe, True, None, threads=THREADS)
+    net, info = src._pretrain(model, data, recipe, progress, None, threads=threads)
     state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     meta = {"key": key, "arch": src.EMBEDDED_ARCH, "recipe": recipe, "data": data.name,
             "n_pretrain": len(data.y_pretrain), **info, "weights_sha256": tensors_sha256(state),

@@ -238,17 +238,16 @@ def _check_gpu_fit(req: SearchRequest, fixed: dict, space) -> None:
     """On a GPU machine, a fractional ``--gpus-per-trial`` is checked against the costliest
     trial's measured peak memory (one line when it does not fit), before Ray starts. The
     measurement runs in a child process, so that this one holds no CUDA context afterwards."""
-    import multiprocessing
-
     import torch
 
     if not (0 < req.gpus_per_trial < 1) or not torch.cuda.is_available():
         return
     from mona_tune.search.capacity import check_gpus_per_trial
     from mona_tune.train.footprint import Footprint
+    from mona_tune.workers import worker_pool
 
     cfg = costliest_config(fixed, space.searched)
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    with worker_pool(1, method="spawn") as pool:
         measured = pool.apply(_measure, (cfg.model_dump(),))
     fp = Footprint(**measured)
     print(f"one trial measured on {fp.device}: {fp.reserved_bytes / 2**30:.1f} GiB at its peak",

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import math
 import mmap
-import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ import scipy.sparse as sp
 from mona_tune.cache import atomic_path
 from mona_tune.errors import MonaError
 from mona_tune.tasks.spd_solve import solve_spd
+from mona_tune.workers import start_method, worker_pool
 
 Grid = Literal["node", "cell"]
 FORMATS = ("fno", "pdebench")
@@ -238,33 +238,32 @@ def _collect(fmt: str, seed: int, parts: dict[int, int], resolution: int, beta: 
     global _OUT
     jobs = [(fmt, seed, part, i, resolution, beta) for part, n in parts.items() for i in range(n)]
     workers = min(workers, len(jobs))
-    fork = workers > 1 and "fork" in multiprocessing.get_all_start_methods()
+    fork = workers > 1 and start_method() == "fork"
     empty = _shared_empty if fork else np.empty
     out = {part: (empty((n, resolution, resolution), dtype), empty((n, resolution, resolution),
                                                                     dtype))
            for part, n in parts.items()}
     bar = tqdm(total=len(jobs), desc=desc, unit="sample", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
-    pool = None
     try:
         if workers <= 1:
-            results = map(_job, jobs)
+            _gather(map(_job, jobs), out, bar)
         else:
             _OUT = out if fork else None
-            pool = multiprocessing.get_context("fork" if fork else "spawn").Pool(
-                workers, initializer=_one_blas_thread)
             chunk = max(1, min(16, len(jobs) // (4 * workers)))
-            results = pool.imap_unordered(_job, jobs, chunksize=chunk)
-        for part, i, a, u in results:
-            if a is not None:
-                out[part][0][i], out[part][1][i] = a, u
-            bar.update()
+            with worker_pool(workers, _one_blas_thread, start_method(fork)) as pool:
+                _gather(pool.imap_unordered(_job, jobs, chunksize=chunk), out, bar)
     finally:
         bar.close()
         _OUT = None
-        if pool is not None:
-            pool.terminate()
     return out
+
+
+def _gather(results, out: dict[int, tuple[np.ndarray, np.ndarray]], bar) -> None:
+    for part, i, a, u in results:
+        if a is not None:
+            out[part][0][i], out[part][1][i] = a, u
+        bar.update()
 
 
 # ---------------------------------------------------------------- writers

@@ -22,7 +22,6 @@ depend on the seed and the sample count only, never on the number of processes.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ from mona_tune.errors import MonaError
 from mona_tune.tasks import files_1d, solvers_1d
 from mona_tune.tasks.files_1d import FAMILIES
 from mona_tune.tasks.generate import _one_blas_thread, check_sizes, sample_rng
+from mona_tune.workers import worker_pool
 
 BLOCK = 64
 DEFAULT_RESOLUTION = 1024  # PDEBench's cells
@@ -84,26 +84,27 @@ def _solve_all(family: str, seed: int, n: int, nx: int, s: dict, workers: int,
     from tqdm import tqdm
 
     jobs = [(family, seed, a, min(a + BLOCK, n), nx, s) for a in range(0, n, BLOCK)]
-    out: np.ndarray | None = None
     bar = tqdm(total=n, desc=f"{family} {nx} cells", unit="sample", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     try:
         if workers <= 1 or len(jobs) <= 1:
-            results = map(_block, jobs)
+            out = _stack(map(_block, jobs), n, bar)
         else:
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            pool = multiprocessing.get_context(method).Pool(min(workers, len(jobs)),
-                                                            initializer=_one_blas_thread)
-            results = pool.imap_unordered(_block, jobs)
-        for start, u in results:
-            if out is None:
-                out = np.empty((n, *u.shape[1:]), dtype=np.float32)
-            out[start:start + u.shape[0]] = u
-            bar.update(u.shape[0])
+            with worker_pool(min(workers, len(jobs)), _one_blas_thread) as pool:
+                out = _stack(pool.imap_unordered(_block, jobs), n, bar)
     finally:
         bar.close()
-        if workers > 1 and len(jobs) > 1:
-            pool.terminate()
+    return out
+
+
+def _stack(results, n: int, bar) -> np.ndarray:
+    """The solutions of every block, in sample order."""
+    out: np.ndarray | None = None
+    for start, u in results:
+        if out is None:
+            out = np.empty((n, *u.shape[1:]), dtype=np.float32)
+        out[start:start + u.shape[0]] = u
+        bar.update(u.shape[0])
     return out
 
 

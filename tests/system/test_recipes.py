@@ -26,6 +26,8 @@ import pytest
 import ray
 import yaml
 
+from locks import RUNTIME, pinned_here
+
 from mona_tune.cli import build_parser
 from mona_tune.errors import MonaError
 
@@ -475,14 +477,23 @@ def test_dockerfile_multistage_non_root_no_compilers():
     entry = [i for i in final if i.upper().startswith("ENTRYPOINT")][-1]
     assert json.loads(entry.split(None, 1)[1]) == ["mona-tune"]
     run_text = " ".join(i for s in stages for i in s if i.upper().startswith("RUN"))
-    assert "'.[postgres,s3]'" in run_text
+    assert "runtime.txt" in run_text
+    assert {"psycopg", "boto3"} <= set(pinned_here(RUNTIME)), "the [postgres,s3] extras"
 
 
-def test_dockerfile_pins_the_tested_versions():
-    args = dict(re.findall(r"^ARG (\w+)=(\S+)", DOCKERFILE.read_text(), re.MULTILINE))
-    assert args["RAY_VERSION"] == RAY_VERSION
-    assert args["TORCH_VERSION"] == importlib.metadata.version("torch").split("+")[0]
-    assert args["MLFLOW_VERSION"] == importlib.metadata.version("mlflow")
+def test_the_image_installs_the_lock():
+    """The image holds the tested versions: locks/runtime.txt with its hashes, then the package
+    without dependencies; that lock names the Ray this suite runs and the image's tag names."""
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^COPY locks/runtime\.txt (\S+)$", text, re.MULTILINE)
+    assert re.search(r"pip install --require-hashes -r \S*runtime\.txt", text)
+    assert re.search(r"pip install --no-deps --no-build-isolation \.", text)
+    assert not [a for a in re.findall(r"^ARG (\w+)_VERSION=", text, re.MULTILINE)
+                if a != "PYTHON"], "versions come from the lock, not from build arguments"
+    runtime = pinned_here(RUNTIME)
+    for name in ("ray", "torch", "mlflow"):
+        assert runtime[name] == importlib.metadata.version(name).split("+")[0], name
+    assert runtime["ray"] == RAY_VERSION
     base = [s[0] for s in dockerfile_stages()]
     assert all("python:${PYTHON_VERSION}" in b or "python:3" in b for b in base)
 
@@ -555,7 +566,9 @@ def test_onprem_commands():
                 assert re.search(r"\b(for|while|until)\b.*\bdo\b", cmd[: m.start()]), \
                     f"{key}: a fixed sleep outside a readiness loop: {cmd}"
     setup = " ".join(config["setup_commands"])
-    assert f"ray[tune,default]=={RAY_VERSION}" in setup, "every node gets the client's Ray"
+    assert "--require-hashes -r ~/mona-tune/locks/runtime.txt" in setup, \
+        "every node gets the tested versions, the client's Ray among them"
+    assert pinned_here(RUNTIME)["ray"] == RAY_VERSION
     starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
               if "ray start" in c]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)

@@ -75,6 +75,7 @@ def test_damaged_shipped_weights_are_not_used(tmp_path, monkeypatch):
     assert shipped.shipped_weights("another-key", src._embedded_net(10)) is None
 
 
+@pytest.mark.drift
 @pytest.mark.slow
 def test_the_recipe_reproduces_the_shipped_weights_bit_for_bit():
     """Training again (one thread, the recipe's seed; about 80 s of one core) gives the shipped

@@ -185,6 +185,7 @@ def embedded_otdd(trainer: Trainer, source_images: int = 100) -> float:
     return otdd(target, labels, source, sd.y_align[:source_images]).item()
 
 
+@pytest.mark.drift
 def test_orca_stage1_through_the_trainer_lowers_the_otdd(fast_source):
     cfg = TrainConfig(**{**TINY_RUN, "method": "orca", "warmup_epochs": 3, "stage1_lr": 1e-2})
     seen: list[float] = []

@@ -98,6 +98,7 @@ class Memoriser(nn.Module):
         return torch.sin(1e3 * tokens @ self.proj)[:, None, None, :]
 
 
+@pytest.mark.drift
 def test_features_that_memorise_the_fit_samples_do_not_score_well():
     data = loaded.source_data(tiny())
     flat = data.x_probe.flatten(1).float() / 255  # the "embedder": the raw pixels
@@ -161,6 +162,7 @@ def test_the_trainer_probes_its_own_encoder_and_damage_shows():
     assert final["source_probe_error_pretrained"] == pytest.approx(pretrained.error, abs=1e-12)
 
 
+@pytest.mark.drift
 def test_a_damaged_encoder_scores_worse_than_the_pretrained_one():
     cfg = tiny()
     src, sd = loaded.source_model(cfg), loaded.source_data(cfg)

@@ -73,6 +73,7 @@ COORDS = [("proj.weight", (0, 0, 0, 0)), ("proj.weight", (5, 1, 1, 0)), ("proj.b
           ("norm.weight", (3,)), ("norm.bias", (7,))]
 
 
+@pytest.mark.drift
 @pytest.mark.parametrize("lam", [1.0, 0.3])
 def test_second_order_gradient_matches_finite_differences(lam):
     model, x, y, xs, ys = tiny_problem()
@@ -134,6 +135,7 @@ def first_order_by_definition(model, x, y, xs, ys, alpha, lam):
     return [gp - lam * alpha * (a - b) / (2 * eps) for gp, a, b in zip(g_phi, *g_pm)]
 
 
+@pytest.mark.drift
 def test_first_order_matches_its_definition_and_approximates_second_order():
     model, x, y, xs, ys = tiny_problem()
     alpha, lam = 0.5, 1.0
@@ -148,6 +150,7 @@ def test_first_order_matches_its_definition_and_approximates_second_order():
     assert set(logs) == {"loss", "inner_loss", "outer_loss", "align_loss", "uniform_loss"}
 
 
+@pytest.mark.drift
 @pytest.mark.parametrize("method", ["mona", "mona-first-order", "emb", "orca", "orca-mmd"])
 def test_each_method_lowers_its_objective_and_moves_only_the_embedder(method):
     model, x, y, xs, ys = tiny_problem(dtype=torch.float32, seed=1)
