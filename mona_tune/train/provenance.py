@@ -3,8 +3,11 @@
 ``data.*``: the data folder, each data file by the split it holds (``data.train_file``,
 ``data.train_bytes``, ``data.train_sha256``; ``all`` for one file of every split) and the sample
 counts; ``source.*``: the source model and the hash of its weights (``embedded`` for the
-embedded Swin), the source data and, where they are files, their path and hash. Hashes come from
-the per-node cache of :mod:`mona_tune.cache`, so a trial does not re-read a multi-GB file.
+embedded Swin), the source data and, where they are files, their path and hash; ``platform.*``:
+torch, timm, the CPU and torch's kernel choice on it (``cpu_capability``: another one rounds
+differently, and trained numbers move within the spread benchmarks/cpu_spread.py measures).
+Hashes come from the per-node cache of :mod:`mona_tune.cache`, so a trial does not re-read a
+multi-GB file.
 Values are local paths, names and numbers: nothing that holds a password.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 from mona_tune.config import TrainConfig
 from mona_tune.cache import file_sha256, path_bytes, path_sha256
+from mona_tune.models.shipped import platform_info
 from mona_tune.models.source import DEFAULT_SOURCE_DATA, SourceModel
 from mona_tune.tasks import TaskData
 
@@ -43,6 +47,7 @@ def provenance(cfg: TrainConfig, data: TaskData, source: SourceModel) -> dict[st
     if argument:
         out["source.data_path"] = argument
         out.update(_hashed("source.data", argument))
+    out.update({f"platform.{k}": v for k, v in platform_info().items()})
     return out
 
 
