@@ -43,6 +43,9 @@ test: $(STAMP)
 # kernel choice of torch's: a CPU of another kind rounds differently, and this shows it first
 DRIFT_CAPABILITY ?= default
 drift: $(STAMP)
+	@ATEN_CPU_CAPABILITY=$(DRIFT_CAPABILITY) $(BIN)/python -c "from mona_tune.models.shipped \
+	  import platform_info as p; i = p(); print('drift tests on', i['cpu'], 'with torch kernels', \
+	  i['cpu_capability'], '(ATEN_CPU_CAPABILITY=$(DRIFT_CAPABILITY))')"
 	ATEN_CPU_CAPABILITY=$(DRIFT_CAPABILITY) $(BIN)/python -m pytest -q -m drift -p no:cacheprovider tests
 
 # the fast unit tests alone (tests/unit, about two minutes); `make test` runs them and tests/system
