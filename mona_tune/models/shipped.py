@@ -29,7 +29,15 @@ from torch import nn
 SHIPPED_DIR = Path(__file__).parent / "embedded"
 SHIPPED_DATA = "digits"
 THREADS = 1  # the shipped weights are trained with one torch thread (reproducible)
-ACCURACY_TOLERANCE = 0.02  # --check on another CPU kind: held-out accuracy within this
+# --check on another CPU kind, torch or thread count: the held-out accuracy within this of the
+# shipped 0.945. Measured (python benchmarks/cpu_spread.py, AMD EPYC, torch 2.14.1): 16 runs of the
+# recipe under ATEN_CPU_CAPABILITY default/avx2, oneDNN on/off, 1/2 threads and seeds 0-4 gave 16
+# different weights and held-out accuracies 0.9125-0.9625 (mean 0.939, sd 0.013); an Intel Xeon
+# (AVX-512) gave 0.9175. That sd is the sampling error of a 400-image held-out set at 0.94
+# (0.012): a drifted run is another draw, and no recipe could hold this figure tighter. The
+# tolerance is the shipped value's distance from the mean plus 4 sd (0.945 - 0.9375 + 4 * 0.0138
+# = 0.063, rounded up): a working recipe on any CPU falls outside it with odds of about 1e-5.
+ACCURACY_TOLERANCE = 0.065
 
 
 def files(data: str = SHIPPED_DATA) -> tuple[Path, Path]:
