@@ -101,7 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out["summary"], indent=1))
+    record_spread(out["summary"], " ".join(sys.argv[1:]))
     return 0
+
+
+def record_spread(summary: dict, argv: str) -> None:
+    """results.json: the spread, beside the tolerance the shipped-model check uses."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_json import record
+
+    from mona_tune.models.shipped import ACCURACY_TOLERANCE
+
+    record("shipped_recipe_heldout_accuracy_spread",
+           {k: round(summary[k], 4) for k in ("min", "max", "mean", "stdev", "max_gap_to_shipped")},
+           goal=f"max_gap_to_shipped <= ACCURACY_TOLERANCE ({ACCURACY_TOLERANCE})",
+           command=f"python benchmarks/cpu_spread.py {argv}".strip(), runs=summary["runs"])
 
 
 if __name__ == "__main__":

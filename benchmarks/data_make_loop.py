@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 COMMAND = ["data", "make", "darcy", "--format", "pdebench", "--n-train", "9", "--n-test", "1",
            "--resolution", "32", "--beta", "10.0", "--seed", "5"]
@@ -40,7 +41,18 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     print(f"{args.runs} runs of mona-tune {' '.join(COMMAND)}: median {statistics.median(times):.2f} s, "
           f"max {max(times):.2f} s; {hung} over the {args.limit:.0f} s limit, {failed} failed")
+    record_runs(args.runs, hung, failed, statistics.median(times), max(times), args.limit)
     return 1 if hung or failed else 0
+
+
+def record_runs(runs: int, hung: int, failed: int, median: float, longest: float,
+                limit: float) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_json import record
+
+    record("data_make_runs_over_limit", hung, goal="0", runs=runs, failed=failed,
+           median_s=round(median, 2), max_s=round(longest, 2), limit_s=limit,
+           command=f"python benchmarks/data_make_loop.py --runs {runs} --limit {limit:g}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{a}: {summary[a]['max'] - summary[a]['min']:.4f}")
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps({"results": results, "summary": summary, "gaps": gaps}, indent=1))
+    record_kinds(metric, summary, gaps, " ".join(sys.argv[1:]))
     return 0
+
+
+def record_kinds(metric: str, summary: dict, gaps: list[float], argv: str) -> None:
+    """results.json: the best trial's metric per kernel choice, and the gap at one seed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_json import record
+
+    record(f"search_best_{metric}_by_cpu_kernels",
+           {cap: {k: round(v, 4) for k, v in s.items()} for cap, s in summary.items()},
+           goal="the gap between kernel choices at one seed within the seed-to-seed range",
+           command=f"python benchmarks/search_cpu_kinds.py {argv}".strip(),
+           largest_gap_at_one_seed=round(max(gaps), 4))
 
 
 if __name__ == "__main__":
