@@ -40,7 +40,8 @@ test: $(STAMP)
 	$(MAKE) drift
 
 # the tests that compare trained numbers with constants (marked `drift`), once more under another
-# kernel choice of torch's: a CPU of another kind rounds differently, and this shows it first
+# kernel choice of torch's: a CPU of another kind rounds differently, and this shows it first.
+# `default` (no vector instructions) runs on every CPU; avx512 on a CPU without it dies of SIGILL.
 DRIFT_CAPABILITY ?= default
 drift: $(STAMP)
 	@ATEN_CPU_CAPABILITY=$(DRIFT_CAPABILITY) $(BIN)/python -c "from mona_tune.models.shipped \
