@@ -91,7 +91,8 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads /proc")
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
+                    reason="finds the workers in /proc/PID/task/PID/children (Linux)")
 def test_sigterm_during_generation_stops_the_command_and_its_workers(tmp_path):
     out = tmp_path / "darcy"
     proc = subprocess.Popen(
