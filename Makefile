@@ -22,14 +22,16 @@ $(STAMP): $(BIN)/python $(LOCK) pyproject.toml
 
 install: $(STAMP)
 
-# locks/dev.txt: every extra (make install, .ci/run); locks/runtime.txt: the package with
-# [postgres,s3] at the same versions (the image, ray up, Slurm). Universal: markers, not this
-# machine, decide what each platform installs.
-LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --quiet
+# locks/dev.txt: every extra (make install, .ci/run); locks/runtime.txt: the package with [all]
+# (every feature, no test tools) at the same versions (the image, ray up, Slurm). Universal:
+# markers, not this machine, decide what each platform installs. Existing pins are kept unless
+# their range no longer admits them: `make lock LOCK_UPGRADE=--upgrade` takes the newest.
+LOCK_UPGRADE ?=
+LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --quiet $(LOCK_UPGRADE)
 lock: $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'uv==$(UV_VERSION)'
 	$(BIN)/uv pip compile pyproject.toml locks/tools.in --all-extras $(LOCK_ARGS) -o locks/dev.txt
-	$(BIN)/uv pip compile pyproject.toml locks/tools.in --extra postgres --extra s3 \
+	$(BIN)/uv pip compile pyproject.toml locks/tools.in --extra all \
 	  -c locks/dev.txt $(LOCK_ARGS) -o locks/runtime.txt
 
 search: $(STAMP)

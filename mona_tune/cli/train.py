@@ -120,11 +120,13 @@ def _json_safe(d: dict) -> dict:
 def _check_places(cfg, out: Path | None) -> None:
     """The output folder, the weights file and an ``--init-embedder`` folder, before the data and
     the models load."""
+    from mona_tune.extras import check_extras
     from mona_tune.models.assemble import embedder_files
     from mona_tune.paths import check_creatable
 
     if out is not None:
         check_creatable(out, "--out")
+    check_extras(cfg)
     if cfg.weights:  # weights that cannot be read: before the model is built
         from mona_tune.models.load import check_weights
 

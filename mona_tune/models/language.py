@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mona_tune.errors import MonaError
+from mona_tune.extras import missing
 from mona_tune.models.encoder import checkpointed
 from mona_tune.models.source import SourceModel, decode_texts
 
@@ -139,8 +140,7 @@ def load_language_model(name: str, weights: str | None) -> LanguageSourceModel:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
     except ImportError:
-        raise MonaError(f"source model {name!r} is not a timm model, and the transformers "
-                        "package that would load a language model is not installed") from None
+        raise missing("transformers") from None
     where = name
     if weights is not None:
         where = str(Path(weights).expanduser())

@@ -101,6 +101,10 @@ def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: di
         return
     if fixed.get("data_dir") and not Path(fixed["data_dir"]).expanduser().exists():
         raise MonaError(f"--data-dir {fixed['data_dir']}: no such folder or file")
+    from mona_tune.config import TrainConfig
+    from mona_tune.extras import check_extras
+
+    check_extras(TrainConfig(**fixed))
     if fixed.get("weights"):
         from mona_tune.models.load import check_weights
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mona_tune.extras import missing
 from mona_tune.train.losses import sq_dists
 
 # k of the target's k-means (our choice): as many pseudo-classes as CIFAR-10, ORCA's source, has
@@ -44,7 +45,10 @@ def _plan(cost: np.ndarray) -> np.ndarray:
     n, m = cost.shape
     if n == 1 or m == 1:  # a single point on one side: the only coupling
         return np.full((n, m), 1.0 / (n * m))
-    import ot  # POT: imported where orca needs it, not by every trainer
+    try:
+        import ot  # POT: imported where orca needs it, not by every trainer
+    except ImportError:
+        raise missing("ot") from None
 
     return ot.emd(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost)
 

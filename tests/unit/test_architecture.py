@@ -10,7 +10,7 @@ from pathlib import Path
 import mona_tune
 
 PACKAGE = Path(mona_tune.__file__).parent
-BASE = {"(root)", "errors", "paths", "cache", "ray_compat", "workers"}  # leaves every package may use
+BASE = {"(root)", "errors", "paths", "cache", "ray_compat", "workers", "extras"}  # leaves every package may use
 # package -> the packages it may import (beside BASE)
 ALLOWED = {
     "config": set(),
