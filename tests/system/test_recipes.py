@@ -606,6 +606,37 @@ def test_slurm_script_is_valid_bash_without_fixed_sleeps():
     assert not re.search(r"^\s*sleep 15\s*$", SLURM.read_text(), re.MULTILINE)
 
 
+def _node_gpus(**env) -> subprocess.CompletedProcess:
+    """The sbatch script's node_gpus function alone, under its own shell options and ``env``."""
+    text = SLURM.read_text()
+    fn = re.search(r"^node_gpus\(\) \{\n.*?^\}\n", text, re.MULTILINE | re.DOTALL).group(0)
+    fail = re.search(r"^fail\(\) \{.*\}$", text, re.MULTILINE).group(0)
+    script = f"set -euo pipefail\n{fail}\n{fn}node_gpus\n"
+    return subprocess.run(["bash", "-c", script], env={"PATH": os.environ["PATH"], **env},
+                          capture_output=True, text=True, timeout=10, check=False)
+
+
+@pytest.mark.parametrize("env, want", [
+    ({"SLURM_GPUS_ON_NODE": "2", "SLURM_GPUS_PER_NODE": "a100:4"}, "2"),  # Slurm's own count
+    ({"CUDA_VISIBLE_DEVICES": "0,1,2"}, "3"),
+    ({"CUDA_VISIBLE_DEVICES": "GPU-6f2b,GPU-91c0"}, "2"),  # UUIDs
+    ({"CUDA_VISIBLE_DEVICES": "NoDevFiles", "SLURM_GPUS_PER_NODE": "4"}, "0"),
+    ({"SLURM_GPUS_PER_NODE": "4"}, "4"),
+    ({"SLURM_GPUS_PER_NODE": "a100:4"}, "4"),
+    ({"SLURM_GPUS_PER_NODE": "a100:2,v100:1"}, "3"),
+    ({}, "0"),  # a CPU-only allocation
+])
+def test_slurm_gpus_for_ray_come_from_the_allocation(env, want):
+    r = _node_gpus(**env)
+    assert r.returncode == 0 and r.stdout.strip() == want, (r.stdout, r.stderr)
+
+
+def test_slurm_gpus_without_a_count_is_one_error_line():
+    r = _node_gpus(SLURM_GPUS_PER_NODE="a100")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == "error: SLURM_GPUS_PER_NODE=a100: no GPU count in 'a100'"
+
+
 def _stub(directory: Path, name: str, body: str) -> None:
     path = directory / name
     path.write_text("#!/usr/bin/env bash\n" + textwrap.dedent(body))
