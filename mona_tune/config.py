@@ -373,7 +373,8 @@ class SearchConfig(BaseModel):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
-    max_failures: int = Field(1, ge=-1, description="retries of a failing trial (-1: forever)")
+    max_failures: int = Field(2, ge=-1, description="retries of a failing trial from its latest "
+                              "checkpoint (-1: forever)")
     address: str | None = None
     prepare_timeout_s: float = Field(1800.0, gt=0, description="deadline of the cache warm-up")
     dashboard: bool = False

@@ -76,8 +76,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPUs per trial, also its torch threads (default 1)")
     g.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="GPUs per trial; fractions pack trials on one GPU (default 0)")
-    g.add_argument("--max-failures", type=int, default=2,
-                   help="retries of a failing trial from its latest checkpoint (default 2)")
+    failures = SearchConfig.model_fields["max_failures"]
+    g.add_argument("--max-failures", type=int, default=failures.default,
+                   help=f"{failures.description} (default {failures.default})")
     g.add_argument("--checkpoint-keep", type=int, default=None,
                    help="best checkpoints kept per trial, plus the latest (default: space file, 2)")
     g.add_argument("--address", default=None,

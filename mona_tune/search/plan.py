@@ -43,7 +43,7 @@ class SearchRequest:
     checkpoint_keep: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    max_failures: int = 2
+    max_failures: int = SearchConfig.model_fields["max_failures"].default
     address: str | None = None
     prepare_timeout_s: float = 1800.0
     dashboard: bool = False
