@@ -30,6 +30,13 @@ def _start_worker(initializer: Callable[[], None] | None) -> None:
         initializer()
 
 
+def one_blas_thread() -> None:
+    """An initializer for workers that already use every core: nested BLAS threads would contend."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 def start_method(prefer_fork: bool = True) -> str:
     """``fork`` where the platform has it and the caller wants it, else ``spawn``."""
     return "fork" if prefer_fork and "fork" in multiprocessing.get_all_start_methods() else "spawn"

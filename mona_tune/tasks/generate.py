@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from mona_tune.cache import atomic_path
 from mona_tune.errors import MonaError
 from mona_tune.tasks.spd_solve import solve_spd
-from mona_tune.workers import start_method, worker_pool
+from mona_tune.workers import one_blas_thread, start_method, worker_pool
 
 Grid = Literal["node", "cell"]
 FORMATS = ("fno", "pdebench")
@@ -208,15 +208,6 @@ def _job(args: tuple) -> tuple[int, int, np.ndarray | None, np.ndarray | None]:
     return part, index, a, u
 
 
-def _one_blas_thread() -> None:
-    """Pool initializer: the workers already use every core; nested BLAS threads would contend."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(1)
-
-
 def _shared_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised array in an anonymous shared mapping (inherited by forked workers)."""
     count = math.prod(shape)
@@ -251,7 +242,7 @@ def _collect(fmt: str, seed: int, parts: dict[int, int], resolution: int, beta: 
         else:
             _OUT = out if fork else None
             chunk = max(1, min(16, len(jobs) // (4 * workers)))
-            with worker_pool(workers, _one_blas_thread, start_method(fork)) as pool:
+            with worker_pool(workers, one_blas_thread, start_method(fork)) as pool:
                 _gather(pool.imap_unordered(_job, jobs, chunksize=chunk), out, bar)
     finally:
         bar.close()

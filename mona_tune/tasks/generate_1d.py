@@ -31,8 +31,8 @@ import numpy as np
 from mona_tune.errors import MonaError
 from mona_tune.tasks import files_1d, solvers_1d
 from mona_tune.tasks.files_1d import FAMILIES
-from mona_tune.tasks.generate import _one_blas_thread, check_sizes, sample_rng
-from mona_tune.workers import worker_pool
+from mona_tune.tasks.generate import check_sizes, sample_rng
+from mona_tune.workers import one_blas_thread, worker_pool
 
 BLOCK = 64
 DEFAULT_RESOLUTION = 1024  # PDEBench's cells
@@ -90,7 +90,7 @@ def _solve_all(family: str, seed: int, n: int, nx: int, s: dict, workers: int,
         if workers <= 1 or len(jobs) <= 1:
             out = _stack(map(_block, jobs), n, bar)
         else:
-            with worker_pool(min(workers, len(jobs)), _one_blas_thread) as pool:
+            with worker_pool(min(workers, len(jobs)), one_blas_thread) as pool:
                 out = _stack(pool.imap_unordered(_block, jobs), n, bar)
     finally:
         bar.close()

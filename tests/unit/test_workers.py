@@ -13,7 +13,7 @@ import time
 import pytest
 
 from mona_tune.cli import main
-from mona_tune.workers import STOP_SIGNALS, worker_pool
+from mona_tune.workers import STOP_SIGNALS, one_blas_thread, worker_pool
 
 
 def _dispositions(_=None) -> tuple[list[bool], list[int]]:
@@ -58,6 +58,18 @@ def test_a_normal_end_joins_the_workers_and_an_error_terminates_them(cli_handler
     # terminated and joined (a worker may take the pool's stop sentinel before its SIGTERM)
     assert not any(p.is_alive() for p in procs)
     assert {p.exitcode for p in procs} <= {0, -signal.SIGTERM}, [p.exitcode for p in procs]
+
+
+def _blas_threads(_=None) -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info()]
+
+
+def test_the_blas_initializer_leaves_one_thread_per_worker():
+    with worker_pool(2, one_blas_thread) as pool:
+        seen = pool.map(_blas_threads, range(2))
+    assert all(s and set(s) == {1} for s in seen), seen
 
 
 @pytest.mark.timeout(240)
