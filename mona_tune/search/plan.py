@@ -81,9 +81,11 @@ def _validate_fixed(param_fixed: dict, where: str) -> None:
         raise MonaError(validation_line(err, first_only=True, prefix=f"{where}: ")) from None
 
 
-def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: dict) -> None:
-    """Where the search writes, and (on a local Ray) the input files it reads, before Ray starts.
-    On a cluster the inputs are the nodes' to have: the preflight checks them on every node."""
+def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: dict,
+                  cfg) -> None:
+    """Where the search writes, and (on a local Ray) the input files and optional packages it
+    needs (``cfg``: ``fixed`` as a TrainConfig), before Ray starts. On a cluster the inputs are
+    the nodes' to have: the preflight checks them on every node."""
     import os
 
     from mona_tune.cluster import storage as storage_io
@@ -101,10 +103,9 @@ def _check_places(req: SearchRequest, storage: str, tracking_uri: str, fixed: di
         return
     if fixed.get("data_dir") and not Path(fixed["data_dir"]).expanduser().exists():
         raise MonaError(f"--data-dir {fixed['data_dir']}: no such folder or file")
-    from mona_tune.config import TrainConfig
     from mona_tune.extras import check_extras
 
-    check_extras(TrainConfig(**fixed))
+    check_extras(cfg)
     if fixed.get("weights"):
         from mona_tune.models.load import check_weights
 
@@ -212,10 +213,9 @@ def _new_search(req: SearchRequest, storage: str):
 
     extra = dict(req.fixed)
     task, space_path, space, fixed, param_space = space_with_fixed(req.task, req.space, extra)
-    check_scale(TrainConfig(**fixed), f"space {space_path.name}" if "scale" in space.fixed
-                else "--set scale=paper")
+    cfg = TrainConfig(**fixed)
+    check_scale(cfg, f"space {space_path.name}" if "scale" in space.fixed else "--set scale=paper")
     if task.configure:  # a user's arrays: every check on the data made before Ray starts
-        cfg = TrainConfig(**fixed)
         task.configure(cfg).load(cfg)
 
     name = req.name or f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -231,7 +231,7 @@ def _new_search(req: SearchRequest, storage: str):
     if storage_io.exists(exp):
         raise MonaError(f"--name {name}: {exp} already exists; add --resume to continue it or "
                         "choose another name")
-    _check_places(req, storage, tracking_uri, fixed)
+    _check_places(req, storage, tracking_uri, fixed, cfg)
     _check_gpu_fit(req, fixed, space)
     if extra:
         space = space.model_copy(update={"fixed": {**space.fixed, **extra}})

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from proc_net import alive, children
 
 from mona_tune.cli import main
 from mona_tune.workers import STOP_SIGNALS, one_blas_thread, worker_pool
@@ -85,26 +86,8 @@ def test_data_make_in_a_loop_never_hangs(tmp_path, capsys):
     capsys.readouterr()
 
 
-def _children(pid: int) -> list[int]:
-    path = f"/proc/{pid}/task/{pid}/children"
-    try:
-        with open(path) as f:
-            return [int(c) for c in f.read().split()]
-    except FileNotFoundError:
-        return []
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
-                    reason="finds the workers in /proc/PID/task/PID/children (Linux)")
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="finds the workers in /proc")
 def test_sigterm_during_generation_stops_the_command_and_its_workers(tmp_path):
     out = tmp_path / "darcy"
     proc = subprocess.Popen(
@@ -112,7 +95,7 @@ def test_sigterm_during_generation_stops_the_command_and_its_workers(tmp_path):
          "--n-train", "2000", "--n-test", "200", "--resolution", "64", "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while len(workers := _children(proc.pid)) < 2 and proc.poll() is None:
+    while len(workers := children(proc.pid)) < 2 and proc.poll() is None:
         assert time.monotonic() < deadline, "no workers started"
         time.sleep(0.05)
     time.sleep(0.5)  # the workers are generating
@@ -121,7 +104,7 @@ def test_sigterm_during_generation_stops_the_command_and_its_workers(tmp_path):
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "mona-tune: interrupted", err
     deadline = time.monotonic() + 10
-    while any(_running(w) for w in workers):
+    while any(alive(w) for w in workers):
         assert time.monotonic() < deadline, "workers outlived the command"
         time.sleep(0.05)
     assert not out.exists() or not list(out.iterdir()), "nothing half-written"
