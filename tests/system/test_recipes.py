@@ -96,7 +96,7 @@ def command_after(text: str, start: int) -> list[str]:
     return words
 
 
-_MONA = re.compile(r"(?:^|(?<=[\s`'\"/=]))mona-tune\s+(?=(" + "|".join(SUBCOMMANDS) + r")\b)")
+_MONA = re.compile(r"(?:^|(?<=[\s`'\"/=(]))mona-tune\s+(?=(" + "|".join(SUBCOMMANDS) + r")\b)")
 
 
 def mona_commands_in_text(text: str) -> list[list[str]]:
@@ -645,36 +645,55 @@ def _stub(directory: Path, name: str, body: str) -> None:
 
 @pytest.fixture
 def slurm_env(tmp_path):
-    """The sbatch script's world, stubbed: scontrol (two nodes), srun (logs the step, then stays
-    up like `ray start --block`), ray (`status` answers once the head step runs, or per
-    $RAY_STATUS_RC), python (alive nodes = steps started, or $ALIVE; /health answers once the
+    """The sbatch script's world, stubbed, for what a one-node Slurm cannot show (two nodes, the
+    paper's flags, each readiness failure): scontrol (two nodes), srun (logs the step; the search
+    step runs its command, a Ray worker stays up), ray (`start` logs and stays up like `--block`,
+    or exits $RAY_START_RC; `status` answers once the head runs, or per $RAY_STATUS_RC), python
+    (port probes: free; alive nodes = Ray starts so far, or $ALIVE; /health answers once the
     tracking server runs, or per $HEALTH_RC), mona-tune (records its argv; tracking-server stays
-    up) and sleep (a tenth of a second). Nothing real starts."""
+    up) and sleep (a tenth of a second). Nothing real starts; ``test_slurm.py`` runs the script on
+    a real Slurm."""
     stubs = tmp_path / "bin"
     stubs.mkdir()
     log = tmp_path / "calls.log"
     log.touch()
     real_sleep = shutil.which("sleep")
     _stub(stubs, "sleep", f"exec {real_sleep} 0.1\n")
-    _stub(stubs, "scontrol", 'printf "node1\\nnode2\\n"\n')
+    _stub(stubs, "scontrol", """\
+        case "$1 $2" in
+          "show hostnames") printf "%s\\n" ${SCONTROL_NODES:-node1 node2} ;;
+          "show job") echo "   Command=/home/u/mona-tune/cluster/slurm-ray.sbatch" ;;
+        esac
+        """)
+    _stub(stubs, "scancel", f'echo "scancel $*" >> {log}\n')
     _stub(stubs, "srun", f"""\
-        [ -z "${{SRUN_RC:-}}" ] || exit "$SRUN_RC"
         echo "srun $*" >> {log}
+        while [ $# -gt 0 ] && [ "$1" != mona-tune ] && [ "$1" != ray ]; do shift; done
+        [ "$1" = mona-tune ] && exec "$@"
         exec {real_sleep} 30
         """)
     _stub(stubs, "ray", f"""\
+        if [ "$1" = start ]; then
+          [ -z "${{RAY_START_RC:-}}" ] || exit "$RAY_START_RC"
+          echo "ray $*" >> {log}
+          exec {real_sleep} 30
+        fi
         [ "$1" = status ] || exit 2
         [ -z "${{RAY_STATUS_RC:-}}" ] || exit "$RAY_STATUS_RC"
         grep -q -- "--head" {log}
         """)
     _stub(stubs, "python", f"""\
-        if [ "$1" = - ]; then cat >/dev/null; echo "${{ALIVE:-$(wc -l < {log})}}"; exit 0; fi
+        if [ "$1" = - ]; then
+          grep -q socket && exit 0   # a port probe: free
+          echo "${{ALIVE:-$(grep -c 'ray start' {log})}}"; exit 0
+        fi
         [ -z "${{HEALTH_RC:-}}" ] || exit "$HEALTH_RC"
         [ -f {tmp_path}/mona-tracking-server.argv ]
         """)
     _stub(stubs, "mona-tune", f"""\
         printf '%s\\0' "$@" > {tmp_path}/mona-$1.argv
         if [ "$1" = tracking-server ]; then exec {real_sleep} 30; fi
+        exit "${{SEARCH_RC:-0}}"
         """)
     home = tmp_path / "home"
     (home / "mona-venv" / "bin").mkdir(parents=True)
@@ -685,7 +704,7 @@ def slurm_env(tmp_path):
            "CIFAR_DIR": "/data/cifar-10-batches-py", "SWIN_WEIGHTS": "/data/swin.safetensors",
            "SLURM_JOB_NODELIST": "node[1-2]", "SLURMD_NODENAME": "node1",
            "SLURM_CPUS_PER_TASK": "16", "SLURM_GPUS_PER_NODE": "a100:4", "SLURM_JOB_ID": "42",
-           "RAY_HEAD_IP": "10.0.0.1"}
+           "RAY_HEAD_IP": "10.0.0.1", "RAY_TMPDIR": str(tmp_path / "ray-tmp")}
     return tmp_path, env, log
 
 
@@ -698,24 +717,32 @@ def _argv(tmp_path, sub) -> list[str]:
     return (tmp_path / f"mona-{sub}.argv").read_text().split("\0")[:-1]
 
 
+BASE = 20000 + 42 % 60 * 200  # job 42's block of ports
+
+
 def test_slurm_script_starts_the_cluster_server_and_search(slurm_env):
     tmp_path, env, log = slurm_env
     r = _run_slurm(tmp_path, env)
     assert r.returncode == 0, r.stderr
-    assert "2 of 2 nodes alive" in r.stdout
-    sruns = log.read_text().splitlines()   # the head first: workers start once it answers
-    assert len(sruns) == 2 and "-w node1 ray start --head" in sruns[0]
-    assert "-w node2 ray start --address=10.0.0.1:6379" in sruns[1]
-    assert all("--num-gpus=4" in s for s in sruns)
+    assert "2 of 2 nodes alive, 16 CPUs and 4 GPUs each" in r.stdout
+    calls = log.read_text().splitlines()   # the head first: the worker starts once it answers
+    assert calls[0].startswith("ray start --head --node-ip-address=10.0.0.1")
+    assert f"--port={BASE} " in calls[0] and f"--temp-dir={tmp_path}/ray-tmp" in calls[0]
+    assert calls[1].startswith("srun --nodes=1 --ntasks=1 -w node2")
+    assert f"ray start --address=10.0.0.1:{BASE}" in calls[1]
+    assert all("--num-gpus=4" in c and f"--min-worker-port={BASE + 20}" in c for c in calls[:2])
+    assert calls[2].startswith("srun --overlap --nodes=1 --ntasks=1 -w node1 mona-tune search")
 
     server = parse_mona(_argv(tmp_path, "tracking-server"))
-    assert server.host == "0.0.0.0" and "10.0.0.1" in server.allowed_hosts.split(",")
+    assert server.host == "10.0.0.1" and server.port == BASE + 9
+    assert "10.0.0.1" in server.allowed_hosts.split(",")
     search = parse_mona(_argv(tmp_path, "search"))
-    assert search.tracking_uri == f"http://10.0.0.1:{server.port}"
-    assert search.address == "10.0.0.1:6379"
+    assert search.tracking_uri == f"http://10.0.0.1:{BASE + 9}"
+    assert search.address == f"10.0.0.1:{BASE}"
     assert search.storage == f"{tmp_path}/runs" and search.name == "darcy-paper-42"
     assert (search.fix_data_dir, search.fix_source_data, search.fix_weights) == (
         "/data/darcy", "cifar10:/data/cifar-10-batches-py", "/data/swin.safetensors")
+    assert not (tmp_path / "ray-tmp").exists(), "the temp folder stays behind"
 
     log.write_text("")
     (tmp_path / "mona-tracking-server.argv").unlink()
@@ -726,17 +753,65 @@ def test_slurm_script_starts_the_cluster_server_and_search(slurm_env):
     assert r.returncode == 0, r.stderr
     search = parse_mona(_argv(tmp_path, "search"))
     assert search.resume and search.name == "darcy-paper-7"
+    assert search.tracking_uri == "http://mlflow.example:5000"
     assert not (tmp_path / "mona-tracking-server.argv").exists(), "the given server is used"
+
+
+def test_slurm_script_continues_a_search_found_in_runs(slurm_env):
+    """A job with the name of a search already in ./runs continues it (a requeued or resubmitted
+    job); SEARCH_ARGS replace the paper's flags of a new one."""
+    tmp_path, env, _ = slurm_env
+    env = {k: v for k, v in env.items() if k not in ("DARCY_DIR", "CIFAR_DIR", "SWIN_WEIGHTS")}
+    r = _run_slurm(tmp_path, env, SEARCH_NAME="mine", SEARCH_ARGS="--task burgers --seed 4")
+    assert r.returncode == 0, r.stderr
+    search = parse_mona(_argv(tmp_path, "search"))
+    assert (search.task, search.seed, search.resume) == ("burgers", 4, False)
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "mona_search.json").write_text("{}")
+    r = _run_slurm(tmp_path, env, SEARCH_NAME="mine", SEARCH_ARGS="--task burgers --seed 4")
+    assert r.returncode == 0, r.stderr
+    argv = _argv(tmp_path, "search")
+    assert "--resume" in argv and "--task" not in argv and parse_mona(argv).name == "mine"
+    assert "continuing search mine" in r.stdout
+
+
+@pytest.mark.parametrize("requeue", [False, True])
+def test_slurm_script_after_a_stopped_search(slurm_env, requeue):
+    """The search stopped by a signal (exit 143): Ray is stopped, the job exits 143 and says how to
+    continue, or with REQUEUE=1 requeues itself."""
+    tmp_path, env, log = slurm_env
+    extra = {"SEARCH_RC": "143"} | ({"REQUEUE": "1"} if requeue else {})
+    r = _run_slurm(tmp_path, env, **extra)
+    assert r.returncode == 143, r.stderr
+    assert "the search stopped (exit status 143)" in r.stdout
+    if requeue:
+        assert "requeueing job 42" in r.stdout
+    else:
+        assert ("continue with: sbatch --export=ALL,SEARCH_NAME=darcy-paper-42 "
+                "/home/u/mona-tune/cluster/slurm-ray.sbatch") in r.stdout
+
+
+@pytest.mark.parametrize("nodes, ok", [("node1", True), ("node1 node2", False)])
+def test_slurm_script_loopback_head_only_alone(slurm_env, nodes, ok):
+    """A loopback head address serves a one-node allocation; other nodes could not reach it."""
+    tmp_path, env, _ = slurm_env
+    r = _run_slurm(tmp_path, env, RAY_HEAD_IP="127.0.0.1", SCONTROL_NODES=nodes)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode == 1 and r.stderr.strip() == (
+            "error: the head's address is '127.0.0.1' (loopback), which the other nodes cannot "
+            "reach; set RAY_HEAD_IP")
 
 
 @pytest.mark.parametrize("fault, message", [
     ({"RAY_STATUS_RC": "1", "RAY_START_TIMEOUT": "0"},
-     "the Ray head at 10.0.0.1:6379 did not answer within 0s"),
-    ({"SRUN_RC": "1"}, "the Ray head did not start"),   # no waiting for the deadline
+     f"the Ray head at 10.0.0.1:{BASE} did not answer within 0s"),
+    ({"RAY_START_RC": "1"}, "the Ray head did not start"),   # no waiting for the deadline
     ({"RAY_STATUS_RC": "0", "ALIVE": "1", "RAY_START_TIMEOUT": "0"},
      "has 1 of 2 nodes alive after 0s"),
     ({"RAY_STATUS_RC": "0", "ALIVE": "2", "HEALTH_RC": "1", "RAY_START_TIMEOUT": "0"},
-     "the tracking server did not answer at http://10.0.0.1:5000"),
+     f"the tracking server did not answer at http://10.0.0.1:{BASE + 9}"),
 ])
 def test_slurm_script_readiness_fails_with_a_clear_error(slurm_env, fault, message):
     tmp_path, env, _ = slurm_env

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import services
+from tracked import search_runs, tracked_once
 from mona_tune.tracking import mlflow_runs as mr
 
 pytestmark = [
@@ -120,13 +121,9 @@ def _search(stack: Stack, *args: str) -> list[str]:
 
 
 def _children(uri: str, search: str) -> tuple[object, list]:
-    client = mr.get_client(uri)
-    exp = client.get_experiment_by_name("mona-tune-darcy")
-    runs = client.search_runs([exp.experiment_id],
-                              filter_string=f"tags.`mona.search_name` = '{search}'")
-    parent = [r for r in runs if r.data.tags.get("mona.role") == "search"]
-    assert len(parent) == 1, [r.info.run_id for r in parent]
-    return parent[0], [r for r in runs if r.data.tags.get("mona.role") == "trial"]
+    parents, trials = search_runs(uri, search)
+    assert len(parents) == 1, [r.info.run_id for r in parents]
+    return parents[0], [r for runs in trials.values() for r in runs]
 
 
 def _check_search(stack: Stack, search: str, n_trials: int, tmp_path: Path) -> None:
@@ -134,16 +131,10 @@ def _check_search(stack: Stack, search: str, n_trials: int, tmp_path: Path) -> N
     state API and the runs' tags agree), every embedder downloadable from the server, alias
     `best` on the best."""
     uri = stack.mlflow.url
-    parent, children = _children(uri, search)
-    by_trial: dict[str, list] = {}
-    for c in children:
-        by_trial.setdefault(c.data.tags["ray_trial_id"], []).append(c)
-    assert len(by_trial) == n_trials and all(len(v) == 1 for v in by_trial.values()), by_trial
+    parent, _ = _children(uri, search)
+    children = list(tracked_once(uri, search, n_trials).values())
     client = mr.get_client(uri)
-    for (c,) in by_trial.values():
-        assert c.data.tags["mona.outcome"] == "completed", c.data.tags
-        steps = [m.step for m in client.get_metric_history(c.info.run_id, "global_epoch")]
-        assert steps == sorted(set(steps)), f"epochs logged twice: {steps}"
+    for c in children:
         assert "test_rel_l2" in c.data.metrics
         out = mr.download_embedder(uri, c.info.run_id, tmp_path / "emb" / c.info.run_id)
         meta = json.loads((out / "embedder.json").read_text())
