@@ -666,10 +666,11 @@ def slurm_env(tmp_path):
         esac
         """)
     _stub(stubs, "scancel", f'echo "scancel $*" >> {log}\n')
+    _stub(stubs, "squeue", 'echo "42.1 mona-tune-search"\n')
     _stub(stubs, "srun", f"""\
         echo "srun $*" >> {log}
-        while [ $# -gt 0 ] && [ "$1" != mona-tune ] && [ "$1" != ray ]; do shift; done
-        [ "$1" = mona-tune ] && exec "$@"
+        while [ $# -gt 0 ] && [ "$1" != mona-tune ] && [ "$1" != ray ] && [ "$1" != rm ]; do shift; done
+        [ "$1" = mona-tune ] || [ "$1" = rm ] && exec "$@"
         exec {real_sleep} 30
         """)
     _stub(stubs, "ray", f"""\
@@ -705,6 +706,7 @@ def slurm_env(tmp_path):
            "SLURM_JOB_NODELIST": "node[1-2]", "SLURMD_NODENAME": "node1",
            "SLURM_CPUS_PER_TASK": "16", "SLURM_GPUS_PER_NODE": "a100:4", "SLURM_JOB_ID": "42",
            "RAY_HEAD_IP": "10.0.0.1", "RAY_TMPDIR": str(tmp_path / "ray-tmp")}
+    (tmp_path / "ray-tmp" / "ray-42" / "session_latest").mkdir(parents=True)  # as Ray leaves it
     return tmp_path, env, log
 
 
@@ -727,11 +729,14 @@ def test_slurm_script_starts_the_cluster_server_and_search(slurm_env):
     assert "2 of 2 nodes alive, 16 CPUs and 4 GPUs each" in r.stdout
     calls = log.read_text().splitlines()   # the head first: the worker starts once it answers
     assert calls[0].startswith("ray start --head --node-ip-address=10.0.0.1")
-    assert f"--port={BASE} " in calls[0] and f"--temp-dir={tmp_path}/ray-tmp" in calls[0]
+    assert f"--port={BASE} " in calls[0] and f"--temp-dir={tmp_path}/ray-tmp/ray-42" in calls[0]
     assert calls[1].startswith("srun --nodes=1 --ntasks=1 -w node2")
     assert f"ray start --address=10.0.0.1:{BASE}" in calls[1]
     assert all("--num-gpus=4" in c and f"--min-worker-port={BASE + 20}" in c for c in calls[:2])
-    assert calls[2].startswith("srun --overlap --nodes=1 --ntasks=1 -w node1 mona-tune search")
+    assert calls[2].startswith("srun --overlap --nodes=1 --ntasks=1 -w node1 "
+                               "--job-name=mona-tune-search mona-tune search")
+    # the workers' temp folders go too, once their Ray has stopped
+    assert calls[3] == f"srun --overlap --nodes=1 --ntasks=1 -w node2 rm -rf {tmp_path}/ray-tmp/ray-42"
 
     server = parse_mona(_argv(tmp_path, "tracking-server"))
     assert server.host == "10.0.0.1" and server.port == BASE + 9
@@ -742,7 +747,7 @@ def test_slurm_script_starts_the_cluster_server_and_search(slurm_env):
     assert search.storage == f"{tmp_path}/runs" and search.name == "darcy-paper-42"
     assert (search.fix_data_dir, search.fix_source_data, search.fix_weights) == (
         "/data/darcy", "cifar10:/data/cifar-10-batches-py", "/data/swin.safetensors")
-    assert not (tmp_path / "ray-tmp").exists(), "the temp folder stays behind"
+    assert (tmp_path / "ray-tmp").is_dir() and not (tmp_path / "ray-tmp" / "ray-42").exists()
 
     log.write_text("")
     (tmp_path / "mona-tracking-server.argv").unlink()
