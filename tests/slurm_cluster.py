@@ -88,7 +88,7 @@ class SlurmCluster:
             time.sleep(1)
 
     def daemon_lines(self, job_id: int) -> list[str]:
-        """What slurmctld and slurmd logged of the job (for failure messages and its steps)."""
+        """What slurmctld and slurmd logged of the job (for failure messages)."""
         pattern = re.compile(rf"(JobId={job_id}\b|job {job_id}\b|\[{job_id}\.)")
         lines = []
         for name in ("slurmctld", "slurmd"):

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -85,10 +84,6 @@ def _ended(slurm, job: int, folder: Path, timeout: float = 600) -> dict:
         return slurm.wait_state(job, slurm_cluster.ENDED, timeout)
     except TimeoutError as e:
         pytest.fail(f"{e}\n{_log(folder, job)[-4000:]}\n" + "\n".join(slurm.daemon_lines(job)))
-
-
-def _trials(uri: str, search: str) -> dict[str, list]:
-    return search_runs(uri, search)[1]
 
 
 def _check_tracked(folder: Path, search: str, n_trials: int = 2) -> dict[str, object]:
@@ -167,7 +162,7 @@ def _wait_mid_search(slurm, job: int, folder: Path, search: str, paused: Path) -
         url = _tracking_url(_log(folder, job))
         if paused.exists() and url:
             try:
-                trials = _trials(url, search)
+                trials = search_runs(url, search)[1]
             except Exception:  # the server is busy starting
                 trials = {}
             if any(r.data.tags.get("mona.outcome") == "completed"
@@ -269,7 +264,7 @@ def test_private_cluster_is_its_own(slurm):
     own configuration only."""
     out = slurm.run("sinfo", "-h", "-N", "-o", "%N %c %G")
     assert out.split() == [slurm.node, str(slurm_cluster.CPUS), f"gpu:{slurm_cluster.GPUS}"]
-    text = textwrap.dedent(slurm.conf.read_text())
+    text = slurm.conf.read_text()
     assert f"StateSaveLocation={slurm.folder}/state" in text
 
 
